@@ -1,0 +1,42 @@
+# pricing_store developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# DATABASE_URL, or the embedded development database under .pgdata/ when it is unset.
+WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint format migrate downgrade migrate-sql revision
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install the package (editable) with the dev extra
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+test: ## Run the test suite on a real PostgreSQL (see README: Tests)
+	$(BIN)/pytest
+
+lint: ## ruff check, ruff format --check and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict
+
+format: ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+migrate: ## alembic upgrade head on DATABASE_URL (or the embedded dev database)
+	@$(WITH_DATABASE) $(BIN)/alembic upgrade head
+
+downgrade: ## alembic downgrade -1 on DATABASE_URL (or the embedded dev database)
+	@$(WITH_DATABASE) $(BIN)/alembic downgrade -1
+
+migrate-sql: ## Print the upgrade SQL without connecting (offline mode)
+	@$(BIN)/alembic upgrade head --sql
+
+revision: ## Create a new revision: make revision m="add something"
+	@test -n "$(m)" || { echo 'usage: make revision m="what it changes"'; exit 2; }
+	$(BIN)/alembic revision -m "$(m)"

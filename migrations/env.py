@@ -1,0 +1,94 @@
+"""Alembic environment: sync revisions over an async asyncpg engine.
+
+The URL comes from DATABASE_URL. A caller may instead put a `Connection`, `AsyncConnection`,
+`Engine` or `AsyncEngine` in `config.attributes["connection"]` (connection sharing, as tests
+and pytest-alembic do). `alembic_version` always lives in `public`, whatever the role's
+`search_path`.
+"""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import Connection, Engine, pool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pricing_store.db import create_engine, database_url
+from pricing_store.drift import COMPARE_OPTIONS
+from pricing_store.models import Base
+
+SCHEMA = "public"
+config = context.config
+
+# A caller that drives Alembic from Python (tests) keeps its own logging set-up.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+CONFIGURE_OPTIONS = {
+    "target_metadata": Base.metadata,
+    "version_table_schema": SCHEMA,
+    **COMPARE_OPTIONS,
+}
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout (`alembic upgrade head --sql`); DATABASE_URL is optional here."""
+    if config.get_main_option("sqlalchemy.url"):
+        target = {"url": config.get_main_option("sqlalchemy.url")}
+    else:
+        try:
+            target = {"url": database_url().render_as_string(hide_password=False)}
+        except ValueError:
+            target = {"dialect_name": "postgresql"}
+    context.configure(literal_binds=True, **target, **CONFIGURE_OPTIONS)  # type: ignore[arg-type]
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations(connection: Connection) -> None:
+    """Run the revisions on a sync connection (inside `run_sync` for async drivers)."""
+    context.configure(connection=connection, **CONFIGURE_OPTIONS)  # type: ignore[arg-type]
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations(engine: AsyncEngine) -> None:
+    """Run the revisions on a fresh connection of `engine`, committing at the end."""
+    async with engine.begin() as connection:
+        await connection.run_sync(run_migrations)
+
+
+def run_in_new_event_loop(engine: AsyncEngine) -> None:
+    """Drive `engine` from a loop of our own, in a worker thread if one already runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run_async_migrations(engine))
+        return
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(asyncio.run, run_async_migrations(engine)).result()
+
+
+def run_migrations_online() -> None:
+    """Run against the caller's connectable, or an engine on DATABASE_URL."""
+    connectable = config.attributes.get("connection")
+    if isinstance(connectable, Connection):
+        run_migrations(connectable)
+    elif isinstance(connectable, AsyncConnection):
+        # Usable only inside the caller's `await connection.run_sync(...)`.
+        run_migrations(connectable.sync_connection)  # type: ignore[arg-type]
+    elif isinstance(connectable, Engine):
+        with connectable.begin() as connection:
+            run_migrations(connection)
+    elif isinstance(connectable, AsyncEngine):
+        run_in_new_event_loop(connectable)
+    else:
+        engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+        run_in_new_event_loop(engine)
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

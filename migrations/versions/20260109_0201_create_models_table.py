@@ -1,0 +1,55 @@
+"""create models table
+
+Revision ID: 8e4d5b6c2a31
+Revises: 3f1c2a9b7d10
+Create Date: 2026-01-09 02:01:00+00:00
+"""
+
+import sys
+from collections.abc import Sequence
+
+from alembic import op
+from sqlalchemy import text
+
+revision: str = "8e4d5b6c2a31"
+down_revision: str | None = "3f1c2a9b7d10"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# One statement per execute: asyncpg prepares each, and a prepared statement holds one.
+UPGRADE_STATEMENTS = (
+    """
+CREATE TABLE IF NOT EXISTS public.models (
+    id SERIAL PRIMARY KEY,
+    brand VARCHAR(100) NOT NULL,
+    group_name VARCHAR(50) NOT NULL,
+    model VARCHAR(100) NOT NULL,
+    coefficient DECIMAL(4,2) NOT NULL DEFAULT 1.0
+        CONSTRAINT ck_models_coefficient
+        CHECK (coefficient >= 0.5 AND coefficient <= 3.0),
+    expected_features JSONB DEFAULT '[]'::jsonb NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
+
+    CONSTRAINT uq_models_brand_group_model UNIQUE (brand, group_name, model)
+)
+""",
+    "CREATE INDEX IF NOT EXISTS idx_models_brand ON public.models(brand)",
+    "CREATE INDEX IF NOT EXISTS idx_models_group ON public.models(group_name)",
+    "CREATE INDEX IF NOT EXISTS idx_models_brand_group ON public.models(brand, group_name)",
+    "CREATE INDEX IF NOT EXISTS idx_models_created_at ON public.models(created_at DESC)",
+)
+
+DOWNGRADE_STATEMENTS = ("DROP TABLE IF EXISTS public.models",)
+
+
+def upgrade() -> None:
+    for statement in UPGRADE_STATEMENTS:
+        op.execute(text(statement))
+    print("public.models: table, constraints and indexes in place", file=sys.stderr)
+
+
+def downgrade() -> None:
+    for statement in DOWNGRADE_STATEMENTS:
+        op.execute(text(statement))
+    print("public.models: dropped", file=sys.stderr)

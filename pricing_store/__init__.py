@@ -1,0 +1,19 @@
+"""Async PostgreSQL data layer for second-hand clothing pricing reference data."""
+
+from pricing_store.db import create_engine, create_session_factory
+from pricing_store.errors import DuplicateKeyError, InvalidValueError, PricingStoreError
+from pricing_store.models import Base, BrandGroup, Model
+from pricing_store.repositories import BrandGroupRepository, ModelRepository
+
+__all__ = [
+    "Base",
+    "BrandGroup",
+    "BrandGroupRepository",
+    "DuplicateKeyError",
+    "InvalidValueError",
+    "Model",
+    "ModelRepository",
+    "PricingStoreError",
+    "create_engine",
+    "create_session_factory",
+]

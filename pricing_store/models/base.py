@@ -1,0 +1,69 @@
+"""The declarative base: naming convention, eager server defaults, shared column types."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, SupportsIndex, overload
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.mutable import MutableList
+from sqlalchemy.orm import DeclarativeBase
+
+from pricing_store.validation import string_element, string_elements
+
+# Names match what the seed's DDL gives PostgreSQL (`<table>_pkey`) or names itself.
+NAMING_CONVENTION = {
+    "pk": "%(table_name)s_pkey",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "idx_%(table_name)s_%(column_0_N_name)s",
+}
+
+EMPTY_JSONB_ARRAY = text("'[]'::jsonb")
+NOW = text("CURRENT_TIMESTAMP")
+
+FieldRule = Callable[[str, Any], Any]
+
+
+class Base(DeclarativeBase):
+    """Base of the package's models: every table lives in the shared `public` schema."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Server-set columns (ids, timestamps) come back through RETURNING on INSERT and
+    # UPDATE, so reading them after a flush never needs lazy I/O.
+    __mapper_args__: ClassVar[Mapping[str, Any]] = {"eager_defaults": True}
+
+
+class StringList(MutableList[str]):
+    """A JSONB array of strings that validates in-place edits and marks them for saving."""
+
+    def _field(self) -> str:
+        # `_parents` maps each owning object's state to the attribute name holding this list.
+        return next(iter(self._parents.values()), "list")
+
+    @overload
+    def __setitem__(self, index: SupportsIndex, value: str) -> None: ...
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[str]) -> None: ...
+    def __setitem__(self, index: SupportsIndex | slice, value: Any) -> None:
+        if isinstance(index, slice):
+            super().__setitem__(index, string_elements(self._field(), value))
+        else:
+            super().__setitem__(index, string_element(self._field(), value))
+
+    def append(self, value: str) -> None:
+        super().append(string_element(self._field(), value))
+
+    def insert(self, index: SupportsIndex, value: str) -> None:
+        super().insert(index, string_element(self._field(), value))
+
+    def extend(self, values: Iterable[str]) -> None:
+        super().extend(string_elements(self._field(), values))
+
+    def __iadd__(self, values: Iterable[str]) -> StringList:  # type: ignore[override,misc]
+        self.extend(values)
+        return self
+
+
+STRING_LIST_JSONB = StringList.as_mutable(JSONB)

@@ -1,0 +1,43 @@
+"""Data access for `public.models`."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from pricing_store.models import Model
+from pricing_store.models.model import MODEL_RULES
+from pricing_store.repositories.base import Repository
+
+
+class ModelRepository(Repository[Model]):
+    """Per-model price coefficients."""
+
+    model_type = Model
+
+    async def find_by_brand_group_model(self, brand: str, group: str, model: str) -> Model | None:
+        """Return the model, or None; keys are canonicalised as on write.
+
+        Raises:
+            InvalidValueError: if a key is not a valid key.
+        """
+        statement = select(Model).where(
+            *self._brand_and_group(brand, group),
+            Model.model == MODEL_RULES["model"]("model", model),
+        )
+        return await self.session.scalar(statement)
+
+    async def find_by_brand_and_group(self, brand: str, group: str) -> list[Model]:
+        """Return every model of a Brand×Group, ordered by model name.
+
+        Raises:
+            InvalidValueError: if a key is not a valid key.
+        """
+        statement = select(Model).where(*self._brand_and_group(brand, group)).order_by(Model.model)
+        return list(await self.session.scalars(statement))
+
+    @staticmethod
+    def _brand_and_group(brand: str, group: str) -> tuple[object, object]:
+        return (
+            Model.brand == MODEL_RULES["brand"]("brand", brand),
+            Model.group_name == MODEL_RULES["group_name"]("group_name", group),
+        )

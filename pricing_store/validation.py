@@ -1,0 +1,159 @@
+"""Value rules shared by every write and lookup path.
+
+Each function takes the field name so that its `InvalidValueError` can say which field broke
+which rule, and returns the canonical value to store.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from pricing_store.errors import InvalidValueError
+
+
+@dataclass(frozen=True)
+class DecimalRule:
+    """A NUMERIC(precision, scale) column with an inclusive range."""
+
+    precision: int
+    scale: int
+    minimum: Decimal
+    maximum: Decimal
+
+    def check_sql(self, column: str) -> str:
+        """The CHECK constraint expression that enforces the range in the database."""
+        return f"{column} >= {self.minimum} AND {column} <= {self.maximum}"
+
+
+BASE_PRICE = DecimalRule(10, 2, Decimal("5.00"), Decimal("500.00"))
+CONDITION_SENSITIVITY = DecimalRule(3, 2, Decimal("0.5"), Decimal("1.5"))
+COEFFICIENT = DecimalRule(4, 2, Decimal("0.5"), Decimal("3.0"))
+
+BRAND_LENGTH = 100
+GROUP_NAME_LENGTH = 50
+MODEL_LENGTH = 100
+
+
+def require_not_none(field: str, value: object) -> object:
+    """Reject None, which no column of this package accepts."""
+    if value is None:
+        raise InvalidValueError(field, "must not be None")
+    return value
+
+
+def canonical_key(field: str, value: object, *, max_length: int) -> str:
+    """Trim and NFC-normalise a key, so the same text always finds the same row.
+
+    Raises:
+        InvalidValueError: if the value is not a string, is blank, holds a NUL character
+            or is longer than `max_length` characters once canonical.
+    """
+    require_not_none(field, value)
+    if not isinstance(value, str):
+        raise InvalidValueError(field, f"must be a string, not {type(value).__name__}")
+    text = unicodedata.normalize("NFC", value.strip())
+    if not text:
+        raise InvalidValueError(field, "must not be empty or blank")
+    if "\x00" in text:
+        raise InvalidValueError(field, "must not contain a NUL character")
+    if len(text) > max_length:
+        raise InvalidValueError(field, f"must be at most {max_length} characters, got {len(text)}")
+    return text
+
+
+def to_decimal(field: str, value: object) -> Decimal:
+    """Turn an int, Decimal, numeric string or float (by its shortest repr) into a Decimal.
+
+    Raises:
+        InvalidValueError: for booleans, other types, text that is not a number, NaN and
+            infinities.
+    """
+    require_not_none(field, value)
+    if isinstance(value, bool):
+        raise InvalidValueError(field, "must be a number, not a boolean")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValueError(field, "must be a finite number")
+        # repr gives the shortest string that round-trips: 19.99, not 19.989999999999998...
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidValueError(field, f"must be a number, got {value!r}") from None
+    else:
+        raise InvalidValueError(field, f"must be a number, not {type(value).__name__}")
+    if not number.is_finite():
+        raise InvalidValueError(field, "must be a finite number")
+    return number
+
+
+def decimal_in_range(field: str, value: object, rule: DecimalRule) -> Decimal:
+    """Validate a number against its column, returned at the column's scale.
+
+    Raises:
+        InvalidValueError: if the value is not a number, has more decimal places than the
+            column keeps (it is never rounded) or lies outside the rule's range.
+    """
+    number = to_decimal(field, value)
+    quantum = Decimal(1).scaleb(-rule.scale)
+    scaled = number.quantize(quantum)
+    if scaled != number:
+        raise InvalidValueError(field, f"must have at most {rule.scale} decimal places")
+    if not rule.minimum <= scaled <= rule.maximum:
+        raise InvalidValueError(field, f"must be between {rule.minimum} and {rule.maximum}")
+    return scaled
+
+
+def string_list(field: str, value: object) -> list[str]:
+    """Validate a JSONB array of strings.
+
+    Raises:
+        InvalidValueError: if the value is not a list or tuple, or an element is not a
+            non-empty, NUL-free string.
+    """
+    require_not_none(field, value)
+    if not isinstance(value, list | tuple):
+        raise InvalidValueError(field, f"must be a list of strings, not {type(value).__name__}")
+    return string_elements(field, value)
+
+
+def string_element(field: str, element: object) -> str:
+    """Validate one element of a JSONB array of strings.
+
+    Raises:
+        InvalidValueError: if the element is not a non-empty, NUL-free string.
+    """
+    if not isinstance(element, str):
+        raise InvalidValueError(field, f"elements must be strings, got {type(element).__name__}")
+    if not element.strip():
+        raise InvalidValueError(field, "elements must not be empty or blank")
+    if "\x00" in element:
+        raise InvalidValueError(field, "elements must not contain a NUL character")
+    return element
+
+
+def string_elements(field: str, elements: Iterable[object]) -> list[str]:
+    """Validate several elements about to join a JSONB array of strings."""
+    return [string_element(field, element) for element in elements]
+
+
+def non_negative_int(field: str, value: object) -> int:
+    """Validate a limit or an offset.
+
+    Raises:
+        InvalidValueError: if the value is not an int or is negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValueError(field, f"must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidValueError(field, f"must not be negative, got {value}")
+    return value

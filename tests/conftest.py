@@ -1,0 +1,99 @@
+"""Test fixtures: a real PostgreSQL, a database per run, the schema from the migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store.db import create_engine, create_session_factory
+from tests.provision import NoServerError, postgres_server, throwaway_database
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alembic_config(connection: Any = None) -> Config:
+    """The project's Alembic config, optionally handing `connection` to env.py."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_head(connection: Connection) -> None:
+    """Run every revision on a sync connection (called through `run_sync`)."""
+    command.upgrade(alembic_config(connection), "head")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[URL]:
+    """An admin URL of a real PostgreSQL server; CI fails instead of skipping without one."""
+    try:
+        with postgres_server() as (_, url):
+            yield url
+    except NoServerError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"no PostgreSQL server for the tests under CI: {error}")
+        pytest.skip(f"no PostgreSQL server for the tests: {error}")
+
+
+@pytest.fixture(scope="session")
+async def engine(server_url: URL) -> AsyncIterator[AsyncEngine]:
+    """An engine on this run's own database, migrated to head; dropped after the run."""
+    async with throwaway_database(server_url) as url:
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_head)
+        yield engine
+        await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session joined to an outer transaction that is rolled back after the test.
+
+    The session's own commits and rollbacks become savepoints (SQLAlchemy's "Joining a
+    Session into an External Transaction" recipe), so tests never see each other's rows.
+    """
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        async with AsyncSession(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as test_session:
+            yield test_session
+        await transaction.rollback()
+
+
+@pytest.fixture
+async def session_factory(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Independent sessions that really commit, for concurrency tests; tables emptied after."""
+    yield create_session_factory(engine)
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE public.brand_groups, public.models"))
+
+
+@pytest.fixture
+async def empty_database(server_url: URL) -> AsyncIterator[URL]:
+    """A fresh database with no schema at all, for migration tests."""
+    async with throwaway_database(server_url, prefix="pricing_store_migrations") as url:
+        yield url
+
+
+@pytest.fixture
+def run_alembic(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Run an Alembic command on DATABASE_URL, as `alembic upgrade head` on the CLI does."""
+
+    def run(url: URL, name: str, *arguments: str, **options: Any) -> None:
+        monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+        getattr(command, name)(alembic_config(), *arguments, **options)
+
+    return run

