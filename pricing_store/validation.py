@@ -25,7 +25,7 @@ class DecimalRule:
     maximum: Decimal
 
     def check_sql(self, column: str) -> str:
-        """The CHECK constraint expression that enforces the range in the database."""
+        """Render the CHECK expression that enforces the range in the database."""
         return f"{column} >= {self.minimum} AND {column} <= {self.maximum}"
 
 
@@ -51,6 +51,7 @@ def canonical_key(field: str, value: object, *, max_length: int) -> str:
     Raises:
         InvalidValueError: if the value is not a string, is blank, holds a NUL character
             or is longer than `max_length` characters once canonical.
+
     """
     require_not_none(field, value)
     if not isinstance(value, str):
@@ -71,6 +72,7 @@ def to_decimal(field: str, value: object) -> Decimal:
     Raises:
         InvalidValueError: for booleans, other types, text that is not a number, NaN and
             infinities.
+
     """
     require_not_none(field, value)
     if isinstance(value, bool):
@@ -102,6 +104,7 @@ def decimal_in_range(field: str, value: object, rule: DecimalRule) -> Decimal:
     Raises:
         InvalidValueError: if the value is not a number, has more decimal places than the
             column keeps (it is never rounded) or lies outside the rule's range.
+
     """
     number = to_decimal(field, value)
     quantum = Decimal(1).scaleb(-rule.scale)
@@ -119,6 +122,7 @@ def string_list(field: str, value: object) -> list[str]:
     Raises:
         InvalidValueError: if the value is not a list or tuple, or an element is not a
             non-empty, NUL-free string.
+
     """
     require_not_none(field, value)
     if not isinstance(value, list | tuple):
@@ -131,6 +135,7 @@ def string_element(field: str, element: object) -> str:
 
     Raises:
         InvalidValueError: if the element is not a non-empty, NUL-free string.
+
     """
     if not isinstance(element, str):
         raise InvalidValueError(field, f"elements must be strings, got {type(element).__name__}")
@@ -151,6 +156,7 @@ def non_negative_int(field: str, value: object) -> int:
 
     Raises:
         InvalidValueError: if the value is not an int or is negative.
+
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValueError(field, f"must be an integer, not {type(value).__name__}")

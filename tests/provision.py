@@ -86,4 +86,3 @@ async def throwaway_database(server: URL, prefix: str = "pricing_store_test") ->
 def url_text(url: URL) -> str:
     """The URL with its password, as DATABASE_URL would hold it."""
     return url.render_as_string(hide_password=False)
-

@@ -259,7 +259,9 @@ def test_offline_mode_prints_the_sql_without_a_database(
     sql = capsys.readouterr().out
     assert "CREATE TABLE public.alembic_version" in sql
     assert "CREATE TABLE IF NOT EXISTS public.brand_groups" in sql
-    assert "CREATE INDEX IF NOT EXISTS idx_models_created_at ON public.models(created_at DESC)" in sql
+    assert (
+        "CREATE INDEX IF NOT EXISTS idx_models_created_at ON public.models(created_at DESC)" in sql
+    )
     assert "INSERT INTO public.alembic_version (version_num) VALUES ('3f1c2a9b7d10')" in sql
 
 
@@ -330,6 +332,8 @@ async def test_drift_is_reported_when_the_database_differs(
         differences = await connection.run_sync(schema_differences)
     await engine.dispose()
 
-    kinds = {difference[0] if isinstance(difference, tuple) else difference[0][0]
-             for difference in differences}
+    kinds = {
+        difference[0] if isinstance(difference, tuple) else difference[0][0]
+        for difference in differences
+    }
     assert kinds == {"add_index", "modify_default"}

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS public.brand_groups (
 """,
     "CREATE INDEX IF NOT EXISTS idx_brand_groups_brand ON public.brand_groups(brand)",
     "CREATE INDEX IF NOT EXISTS idx_brand_groups_group ON public.brand_groups(group_name)",
-    "CREATE INDEX IF NOT EXISTS idx_brand_groups_created_at ON public.brand_groups(created_at DESC)",
+    "CREATE INDEX IF NOT EXISTS idx_brand_groups_created_at "
+    "ON public.brand_groups(created_at DESC)",
 )
 
 DOWNGRADE_STATEMENTS = ("DROP TABLE IF EXISTS public.brand_groups",)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, SupportsIndex, overload
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import Any, SupportsIndex, overload
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -32,7 +33,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     # Server-set columns (ids, timestamps) come back through RETURNING on INSERT and
     # UPDATE, so reading them after a flush never needs lazy I/O.
-    __mapper_args__: ClassVar[Mapping[str, Any]] = {"eager_defaults": True}
+    __mapper_args__ = MappingProxyType({"eager_defaults": True})
 
 
 class StringList(MutableList[str]):
@@ -53,12 +54,15 @@ class StringList(MutableList[str]):
             super().__setitem__(index, string_element(self._field(), value))
 
     def append(self, value: str) -> None:
+        """Validate, then append."""
         super().append(string_element(self._field(), value))
 
     def insert(self, index: SupportsIndex, value: str) -> None:
+        """Validate, then insert."""
         super().insert(index, string_element(self._field(), value))
 
     def extend(self, values: Iterable[str]) -> None:
+        """Validate every value, then extend."""
         super().extend(string_elements(self._field(), values))
 
     def __iadd__(self, values: Iterable[str]) -> StringList:  # type: ignore[override,misc]

@@ -7,6 +7,7 @@ from typing import ClassVar, Generic, TypeVar
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstanceState
 
 from pricing_store.errors import InvalidValueError, translate
 from pricing_store.models import BrandGroup, Model
@@ -33,6 +34,7 @@ class Repository(Generic[ModelT]):
             InvalidValueError: if `item` is not of this repository's model or a required
                 column was never set.
             DuplicateKeyError: if a row with the same key exists.
+
         """
         self._require_complete(item)
         try:
@@ -50,6 +52,7 @@ class Repository(Generic[ModelT]):
 
         Raises:
             InvalidValueError: if `limit` or `offset` is not a non-negative integer.
+
         """
         statement = (
             select(self.model_type)
@@ -57,7 +60,7 @@ class Repository(Generic[ModelT]):
             .limit(non_negative_int("limit", limit))
             .offset(non_negative_int("offset", offset))
         )
-        return list(await self.session.scalars(statement))  # type: ignore[arg-type]
+        return list(await self.session.scalars(statement))
 
     async def count(self) -> int:
         """Count every row of the table."""
@@ -70,7 +73,7 @@ class Repository(Generic[ModelT]):
                 "item",
                 f"must be a {self.model_type.__name__}, not {type(item).__name__}",
             )
-        state = inspect(item)
+        state: InstanceState[ModelT] = inspect(item)
         for column in self.model_type.__table__.columns:
             defaulted = column.primary_key or column.server_default is not None
             if not defaulted and column.key not in state.dict:

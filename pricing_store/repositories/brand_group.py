@@ -19,6 +19,7 @@ class BrandGroupRepository(Repository[BrandGroup]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
+
         """
         statement = select(BrandGroup).where(
             BrandGroup.brand == BRAND_GROUP_RULES["brand"]("brand", brand),

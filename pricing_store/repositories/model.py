@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
@@ -19,6 +19,7 @@ class ModelRepository(Repository[Model]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
+
         """
         statement = select(Model).where(
             *self._brand_and_group(brand, group),
@@ -31,12 +32,13 @@ class ModelRepository(Repository[Model]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
+
         """
         statement = select(Model).where(*self._brand_and_group(brand, group)).order_by(Model.model)
         return list(await self.session.scalars(statement))
 
     @staticmethod
-    def _brand_and_group(brand: str, group: str) -> tuple[object, object]:
+    def _brand_and_group(brand: str, group: str) -> tuple[ColumnElement[bool], ...]:
         return (
             Model.brand == MODEL_RULES["brand"]("brand", brand),
             Model.group_name == MODEL_RULES["group_name"]("group_name", group),

@@ -1,0 +1,69 @@
+"""Engine and session factory creation."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pricing_store import InvalidValueError, create_engine, create_session_factory
+from pricing_store.db import database_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://app:secret@db.internal:5433/pricing",
+        "postgresql://app:secret@db.internal:5433/pricing",
+        "postgresql+asyncpg://app:secret@db.internal:5433/pricing",
+    ],
+)
+def test_each_postgres_scheme_is_driven_by_asyncpg(url: str) -> None:
+    engine = create_engine(url)
+
+    assert engine.dialect.driver == "asyncpg"
+    assert engine.url.host == "db.internal"
+    assert engine.url.port == 5433
+    assert engine.url.database == "pricing"
+
+
+def test_url_defaults_to_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://app@db.internal/from_env")
+
+    assert create_engine().url.database == "from_env"
+
+
+def test_missing_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    with pytest.raises(InvalidValueError, match=r"^url: no URL given and DATABASE_URL is not set"):
+        create_engine()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://app@db/pricing", "^url: must be a PostgreSQL URL"),
+        ("postgresql+psycopg2://app@db/pricing", "^url: must be a PostgreSQL URL"),
+        ("not a url", "^url: is not a database URL"),
+    ],
+)
+def test_other_urls_are_rejected(url: str, message: str) -> None:
+    with pytest.raises(InvalidValueError, match=message):
+        database_url(url)
+
+
+def test_creating_an_engine_does_not_connect() -> None:
+    # Nothing listens on port 1: creating the engine must still succeed.
+    create_engine("postgresql://nobody@127.0.0.1:1/none")
+
+
+async def test_session_factory_keeps_objects_readable_after_commit(engine: AsyncEngine) -> None:
+    factory = create_session_factory(engine)
+
+    async with factory() as session:
+        value = await session.scalar(text("SELECT 1"))
+        await session.commit()
+
+    assert value == 1
+    assert factory.kw["expire_on_commit"] is False
