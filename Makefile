@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format migrate downgrade migrate-sql revision
+.PHONY: help install test lint format migrate downgrade migrate-sql revision devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ downgrade: ## alembic downgrade -1 on DATABASE_URL (or the embedded dev database
 
 migrate-sql: ## Print the upgrade SQL without connecting (offline mode)
 	@$(BIN)/alembic upgrade head --sql
+
+devdb-stop: ## Stop the embedded development database (its data stays in .pgdata/)
+	@$(BIN)/python -m pricing_store.devdb stop
 
 revision: ## Create a new revision: make revision m="add something"
 	@test -n "$(m)" || { echo 'usage: make revision m="what it changes"'; exit 2; }

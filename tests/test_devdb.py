@@ -1,0 +1,34 @@
+"""The embedded development database that `make migrate` falls back to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from pricing_store import devdb
+from tests.provision import asyncpg_dsn
+
+
+async def test_dev_database_starts_migrates_and_stops(
+    tmp_path: Path, run_alembic: Callable[..., None]
+) -> None:
+    url = devdb.ensure_running(tmp_path / "pgdata")
+    try:
+        assert devdb.ensure_running(tmp_path / "pgdata") == url
+        run_alembic(make_url(url), "upgrade", "head")
+
+        connection = await asyncpg.connect(asyncpg_dsn(make_url(url)))
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        )
+        await connection.close()
+        assert [row["tablename"] for row in tables] == ["alembic_version", "brand_groups", "models"]
+    finally:
+        devdb.stop(tmp_path / "pgdata")
+
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
+        await asyncpg.connect(asyncpg_dsn(make_url(url)), timeout=5)
