@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import create_engine, create_session_factory
-from tests.provision import NoServerError, postgres_server, throwaway_database
+from tests.provision import NoServerError, postgres_server, server_source, throwaway_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +34,16 @@ def upgrade_head(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
+def pytest_report_header() -> str:
+    """Say which PostgreSQL the run will use, so a CI log shows which path ran."""
+    return f"PostgreSQL for the tests: {server_source()}"
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[URL]:
     """An admin URL of a real PostgreSQL server; CI fails instead of skipping without one."""
     try:
-        with postgres_server() as (_, url):
+        with postgres_server() as url:
             yield url
     except NoServerError as error:
         if os.environ.get("CI", "").lower() == "true":

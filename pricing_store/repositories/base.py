@@ -47,7 +47,7 @@ class Repository(Generic[ModelT]):
             raise package_error from error
         return item
 
-    async def get_all(self, limit: int = 100, offset: int = 0) -> list[ModelT]:
+    async def get_all(self, limit: int = 100, *, offset: int = 0) -> list[ModelT]:
         """Return a page of rows, newest first; the order ends in `id` so pages never overlap.
 
         Raises:
