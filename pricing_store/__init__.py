@@ -1,5 +1,6 @@
 """Async PostgreSQL data layer for second-hand clothing pricing reference data."""
 
+from pricing_store.bulk import UpsertResult
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import DuplicateKeyError, InvalidValueError, PricingStoreError
 from pricing_store.models import Base, BrandGroup, Model
@@ -14,6 +15,7 @@ __all__ = [
     "Model",
     "ModelRepository",
     "PricingStoreError",
+    "UpsertResult",
     "create_engine",
     "create_session_factory",
 ]

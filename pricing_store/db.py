@@ -25,7 +25,6 @@ def database_url(url: str | URL | None = None) -> URL:
     Raises:
         InvalidValueError: if no URL is given and DATABASE_URL is unset, or the URL is not
             a PostgreSQL URL.
-
     """
     raw = url if url is not None else os.environ.get(DATABASE_URL_VARIABLE)
     if not raw:
@@ -46,7 +45,6 @@ def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
 
     Raises:
         InvalidValueError: if the URL is missing or not a PostgreSQL URL.
-
     """
     return _create_async_engine(database_url(url), **options)
 

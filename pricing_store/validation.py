@@ -51,7 +51,6 @@ def canonical_key(field: str, value: object, *, max_length: int) -> str:
     Raises:
         InvalidValueError: if the value is not a string, is blank, holds a NUL character
             or is longer than `max_length` characters once canonical.
-
     """
     require_not_none(field, value)
     if not isinstance(value, str):
@@ -72,7 +71,6 @@ def to_decimal(field: str, value: object) -> Decimal:
     Raises:
         InvalidValueError: for booleans, other types, text that is not a number, NaN and
             infinities.
-
     """
     require_not_none(field, value)
     if isinstance(value, bool):
@@ -104,7 +102,6 @@ def decimal_in_range(field: str, value: object, rule: DecimalRule) -> Decimal:
     Raises:
         InvalidValueError: if the value is not a number, has more decimal places than the
             column keeps (it is never rounded) or lies outside the rule's range.
-
     """
     number = to_decimal(field, value)
     quantum = Decimal(1).scaleb(-rule.scale)
@@ -122,7 +119,6 @@ def string_list(field: str, value: object) -> list[str]:
     Raises:
         InvalidValueError: if the value is not a list or tuple, or an element is not a
             non-empty, NUL-free string.
-
     """
     require_not_none(field, value)
     if not isinstance(value, list | tuple):
@@ -135,7 +131,6 @@ def string_element(field: str, element: object) -> str:
 
     Raises:
         InvalidValueError: if the element is not a non-empty, NUL-free string.
-
     """
     if not isinstance(element, str):
         raise InvalidValueError(field, f"elements must be strings, got {type(element).__name__}")
@@ -156,7 +151,6 @@ def non_negative_int(field: str, value: object) -> int:
 
     Raises:
         InvalidValueError: if the value is not an int or is negative.
-
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValueError(field, f"must be an integer, not {type(value).__name__}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
+from typing import ClassVar
 
 from sqlalchemy import CheckConstraint, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, validates
@@ -66,6 +68,11 @@ class BrandGroup(Timestamps, Base):
         Numeric(rules.CONDITION_SENSITIVITY.precision, rules.CONDITION_SENSITIVITY.scale),
         server_default="1.0",
     )
+
+    # What the repositories need to know to write and find rows by their natural key.
+    field_rules: ClassVar[Mapping[str, FieldRule]] = BRAND_GROUP_RULES
+    natural_key: ClassVar[tuple[str, ...]] = ("brand", "group_name")
+    natural_key_constraint: ClassVar[str] = "uq_brand_groups_brand_group"
 
     @validates(*BRAND_GROUP_RULES)
     def _validate(self, field: str, value: object) -> object:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
+from typing import ClassVar
 
 from sqlalchemy import CheckConstraint, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, validates
@@ -53,6 +55,11 @@ class Model(Timestamps, Base):
     expected_features: Mapped[list[str]] = mapped_column(
         STRING_LIST_JSONB, server_default=EMPTY_JSONB_ARRAY
     )
+
+    # What the repositories need to know to write and find rows by their natural key.
+    field_rules: ClassVar[Mapping[str, FieldRule]] = MODEL_RULES
+    natural_key: ClassVar[tuple[str, ...]] = ("brand", "group_name", "model")
+    natural_key_constraint: ClassVar[str] = "uq_models_brand_group_model"
 
     @validates(*MODEL_RULES)
     def _validate(self, field: str, value: object) -> object:

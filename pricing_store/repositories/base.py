@@ -1,19 +1,26 @@
-"""A small generic repository: create, page and count rows of one model."""
+"""A small generic repository: write, find, page and count rows of one model."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Generic, TypeVar
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstanceState
 
+from pricing_store.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
 from pricing_store.errors import InvalidValueError, translate
 from pricing_store.models import BrandGroup, Model
+from pricing_store.rows import Item, item_values
+from pricing_store.statements import insert_or_select, key_matches, upsert_returning_row
 from pricing_store.validation import non_negative_int
 
 ModelT = TypeVar("ModelT", BrandGroup, Model)
+Generate: TypeAlias = Callable[[], Awaitable[Any]]
+# Overwrite the session's copy of a row with what the statement returned.
+REFRESH = {"populate_existing": True}
 
 
 class Repository(Generic[ModelT]):
@@ -34,9 +41,12 @@ class Repository(Generic[ModelT]):
             InvalidValueError: if `item` is not of this repository's model or a required
                 column was never set.
             DuplicateKeyError: if a row with the same key exists.
-
         """
-        self._require_complete(item)
+        if not isinstance(item, self.model_type):
+            raise InvalidValueError(
+                "item", f"must be a {self.model_type.__name__}, not {type(item).__name__}"
+            )
+        item_values(self.model_type, item)
         try:
             async with self.session.begin_nested():
                 self.session.add(item)
@@ -47,12 +57,62 @@ class Repository(Generic[ModelT]):
             raise package_error from error
         return item
 
+    async def upsert(self, item: Item) -> ModelT:
+        """Insert the row, or overwrite every data column of the row with the same key.
+
+        One statement, one round trip. `created_at` is kept; `updated_at` moves only when a
+        value really changed, so sending the same data again writes nothing. Columns `item`
+        leaves out are set to their defaults. Returns the row as the database now holds it
+        (refreshing the session's copy if it had one); a model object passed in is only
+        read, not added to the session.
+
+        Raises:
+            InvalidValueError: if a value is invalid or a required column is missing.
+        """
+        values = item_values(self.model_type, item)
+        statement = upsert_returning_row(self.model_type, values)
+        result = await self.session.scalars(statement, execution_options=REFRESH)
+        row = result.one_or_none()
+        # Nothing comes back only if another transaction committed identical data for this
+        # key after the statement began; a new statement sees that row.
+        return row if row is not None else await self._find_existing(values)
+
+    async def get_or_create(self, item: Item) -> tuple[ModelT, bool]:
+        """Return the row with `item`'s key untouched, or insert `item`; and whether it did.
+
+        Safe under concurrency: of many callers racing on a missing key, one inserts and
+        every other gets that same row, none an error.
+
+        Raises:
+            InvalidValueError: if a value is invalid or a required column is missing.
+        """
+        values = item_values(self.model_type, item)
+        found = (await self.session.execute(insert_or_select(self.model_type, values))).first()
+        if found is not None:
+            return found[0], found[1]
+        # The key was inserted by a transaction that committed after this statement began.
+        return await self._find_existing(values), False
+
+    async def bulk_upsert(
+        self, items: Iterable[Item], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> UpsertResult:
+        """Upsert many items (model objects or mappings) all or nothing; see `upsert`.
+
+        Every item is validated before the table is written; with several items for one key
+        (after canonicalisation) the last wins. Counts are per distinct key. Objects already
+        loaded in the session are not refreshed.
+
+        Raises:
+            InvalidValueError: naming the item's position and field (`items[7].base_price`);
+                nothing is written and the caller's transaction stays usable.
+        """
+        return await bulk_upsert(self.session, self.model_type, items, batch_size=batch_size)
+
     async def get_all(self, limit: int = 100, *, offset: int = 0) -> list[ModelT]:
         """Return a page of rows, newest first; the order ends in `id` so pages never overlap.
 
         Raises:
             InvalidValueError: if `limit` or `offset` is not a non-negative integer.
-
         """
         statement = (
             select(self.model_type)
@@ -67,14 +127,39 @@ class Repository(Generic[ModelT]):
         total = await self.session.scalar(select(func.count()).select_from(self.model_type))
         return int(total or 0)
 
-    def _require_complete(self, item: object) -> None:
-        if not isinstance(item, self.model_type):
-            raise InvalidValueError(
-                "item",
-                f"must be a {self.model_type.__name__}, not {type(item).__name__}",
-            )
-        state: InstanceState[ModelT] = inspect(item)
-        for column in self.model_type.__table__.columns:
-            defaulted = column.primary_key or column.server_default is not None
-            if not defaulted and column.key not in state.dict:
-                raise InvalidValueError(column.key, "is required")
+    async def _find(self, values: Mapping[str, Any]) -> ModelT | None:
+        statement = select(self.model_type).where(*key_matches(self.model_type, values))
+        row: ModelT | None = await self.session.scalar(statement)
+        return row
+
+    async def _find_existing(self, values: Mapping[str, Any]) -> ModelT:
+        row = await self._find(values)
+        if row is None:
+            raise LookupError("the row vanished while it was being written")
+        return row
+
+    async def _get_or_generate(
+        self, key: Mapping[str, object], generate: Generate
+    ) -> tuple[ModelT, bool]:
+        """Return the row for `key`, or store what `generate()` makes for it (run once per key).
+
+        Callers for one key, in any process, queue on a transaction-scoped advisory lock, so
+        the second finds what the first stored instead of generating again.
+        """
+        rules = self.model_type.field_rules
+        canonical = {field: rules[field](field, value) for field, value in key.items()}
+        found = await self._find(canonical)
+        if found is not None:
+            return found, False
+        await self.session.execute(select(func.pg_advisory_xact_lock(self._lock_id(canonical))))
+        found = await self._find(canonical)
+        if found is not None:
+            return found, False
+        generated = await generate()
+        return await self.get_or_create(item_values(self.model_type, generated, key=canonical))
+
+    def _lock_id(self, key: Mapping[str, str]) -> int:
+        """Derive a signed 64-bit advisory lock number from the table and key."""
+        text = "\x00".join([self.model_type.__tablename__, *key.values()])
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from pricing_store.models import BrandGroup
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
-from pricing_store.repositories.base import Repository
+from pricing_store.repositories.base import Generate, Repository
 
 
 class BrandGroupRepository(Repository[BrandGroup]):
@@ -19,10 +19,24 @@ class BrandGroupRepository(Repository[BrandGroup]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
-
         """
         statement = select(BrandGroup).where(
             BrandGroup.brand == BRAND_GROUP_RULES["brand"]("brand", brand),
             BrandGroup.group_name == BRAND_GROUP_RULES["group_name"]("group_name", group),
         )
         return await self.session.scalar(statement)
+
+    async def get_or_generate(
+        self, brand: str, group: str, *, generate: Generate
+    ) -> tuple[BrandGroup, bool]:
+        """Return the Brand×Group, or store what `await generate()` makes for it.
+
+        `generate` (an LLM call, say) runs only when the row is missing, and once per key
+        across every process: concurrent callers wait on a transaction-scoped advisory lock
+        until the first caller's transaction ends. It returns a mapping of column values or
+        a `BrandGroup`; the key may be left out of it. If it raises, nothing is written.
+
+        Raises:
+            InvalidValueError: if a key, or what `generate` returned, is invalid.
+        """
+        return await self._get_or_generate({"brand": brand, "group_name": group}, generate)

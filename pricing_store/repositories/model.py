@@ -6,7 +6,7 @@ from sqlalchemy import ColumnElement, select
 
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
-from pricing_store.repositories.base import Repository
+from pricing_store.repositories.base import Generate, Repository
 
 
 class ModelRepository(Repository[Model]):
@@ -19,7 +19,6 @@ class ModelRepository(Repository[Model]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
-
         """
         statement = select(Model).where(
             *self._brand_and_group(brand, group),
@@ -32,7 +31,6 @@ class ModelRepository(Repository[Model]):
 
         Raises:
             InvalidValueError: if a key is not a valid key.
-
         """
         statement = select(Model).where(*self._brand_and_group(brand, group)).order_by(Model.model)
         return list(await self.session.scalars(statement))
@@ -43,3 +41,19 @@ class ModelRepository(Repository[Model]):
             Model.brand == MODEL_RULES["brand"]("brand", brand),
             Model.group_name == MODEL_RULES["group_name"]("group_name", group),
         )
+
+    async def get_or_generate(
+        self, brand: str, group: str, model: str, *, generate: Generate
+    ) -> tuple[Model, bool]:
+        """Return the model, or store what `await generate()` makes for it.
+
+        `generate` (an LLM call, say) runs only when the row is missing, and once per key
+        across every process: concurrent callers wait on a transaction-scoped advisory lock
+        until the first caller's transaction ends. It returns a mapping of column values or
+        a `Model`; the key may be left out of it. If it raises, nothing is written.
+
+        Raises:
+            InvalidValueError: if a key, or what `generate` returned, is invalid.
+        """
+        key = {"brand": brand, "group_name": group, "model": model}
+        return await self._get_or_generate(key, generate)

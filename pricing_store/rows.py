@@ -1,0 +1,63 @@
+"""Turning what callers pass (model objects or mappings) into validated column values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, TypeAlias
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import InstanceState
+
+from pricing_store.errors import InvalidValueError
+from pricing_store.models import BrandGroup, Model
+
+Item: TypeAlias = BrandGroup | Model | Mapping[str, Any]
+
+
+def item_values(
+    model_type: type[BrandGroup | Model], item: object, *, key: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return the canonical values of the columns `item` sets.
+
+    `item` is an instance of `model_type`, whose values were validated as they were
+    assigned, or a mapping of column names, validated here. Columns left out take their
+    database default; a column without one must be present. `key` fills in the natural
+    key's columns, which `item` may leave out but not contradict.
+
+    Raises:
+        InvalidValueError: naming the field and the rule that a value broke.
+    """
+    rules = model_type.field_rules
+    if isinstance(item, model_type):
+        state: InstanceState[Any] = inspect(item)
+        given = state.dict
+        values = {field: given[field] for field in rules if field in given}
+    elif isinstance(item, Mapping):
+        if not rules.keys() >= item.keys():
+            unknown = sorted(str(field) for field in item if field not in rules)
+            raise InvalidValueError(unknown[0], f"is not a column of {model_type.__name__}")
+        values = {field: rules[field](field, value) for field, value in item.items()}
+    else:
+        raise InvalidValueError(
+            "item", f"must be a {model_type.__name__} or a mapping, not {type(item).__name__}"
+        )
+    for field, wanted in (key or {}).items():
+        if values.setdefault(field, wanted) != wanted:
+            raise InvalidValueError(field, f"{values[field]!r} is not the requested {wanted!r}")
+    for field in required_fields(model_type):
+        if field not in values:
+            raise InvalidValueError(field, "is required")
+    return values
+
+
+@cache
+def required_fields(model_type: type[BrandGroup | Model]) -> tuple[str, ...]:
+    """List the writable columns that have no database default."""
+    columns = model_type.__table__.columns
+    return tuple(field for field in model_type.field_rules if columns[field].server_default is None)
+
+
+def at_position(position: int, error: InvalidValueError) -> InvalidValueError:
+    """Prefix the error's field with the item's position in a batch."""
+    return InvalidValueError(f"items[{position}].{error.field}", error.rule)

@@ -1,0 +1,159 @@
+"""bulk_upsert: counts, duplicate keys, all-or-nothing, bounded memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from pricing_store import (
+    BrandGroupRepository,
+    InvalidValueError,
+    ModelRepository,
+    UpsertResult,
+)
+from tests.factories import brand_group, model
+
+
+def rows(count: int, *, price: int = 25, start: int = 0) -> Iterator[dict[str, Any]]:
+    for number in range(start, start + count):
+        yield {"brand": f"Brand {number}", "group_name": "jeans", "base_price": price}
+
+
+async def prices(session: AsyncSession) -> dict[str, Decimal]:
+    result = await session.execute(text("SELECT brand, base_price FROM public.brand_groups"))
+    return {brand: price for brand, price in result}
+
+
+async def updated_at(session: AsyncSession) -> dict[str, datetime]:
+    result = await session.execute(text("SELECT brand, updated_at FROM public.brand_groups"))
+    return {brand: moment for brand, moment in result}
+
+
+async def test_counts_inserted_updated_and_unchanged(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory.begin() as first:
+        await BrandGroupRepository(first).bulk_upsert(rows(30))
+        before = await updated_at(first)
+
+    async with session_factory.begin() as second:
+        changed = list(rows(10, price=40))  # Brand 0-9: new price
+        result = await BrandGroupRepository(second).bulk_upsert(
+            [*changed, *rows(20, start=10), *rows(5, start=30)]
+        )
+        after = await updated_at(second)
+        stored = await prices(second)
+
+    assert result == UpsertResult(inserted=5, updated=10, unchanged=20)
+    assert stored["Brand 3"] == Decimal("40.00")
+    assert stored["Brand 15"] == Decimal("25.00")
+    assert len(stored) == 35
+    assert after["Brand 3"] > before["Brand 3"]
+    assert after["Brand 15"] == before["Brand 15"]
+
+
+async def test_repeated_keys_resolve_to_the_last_after_canonicalisation(
+    session: AsyncSession,
+) -> None:
+    items = [
+        *rows(100),
+        {"brand": "Levi's", "group_name": "jeans", "base_price": 20},
+        {"brand": "  Levi's ", "group_name": "jeans", "base_price": 30},
+    ]
+
+    result = await BrandGroupRepository(session).bulk_upsert(items, batch_size=7)
+
+    assert result == UpsertResult(inserted=101, updated=0, unchanged=0)
+    assert (await prices(session))["Levi's"] == Decimal("30.00")
+
+
+async def test_model_objects_and_mappings_mix_and_defaults_fill_gaps(
+    session: AsyncSession,
+) -> None:
+    repository = ModelRepository(session)
+    result = await repository.bulk_upsert(
+        [
+            model(name="501", coefficient="1.4"),
+            {
+                "brand": "Levi's",
+                "group_name": "jeans",
+                "model": "Big E",
+                "coefficient": 2.5,
+                "expected_features": ["selvedge", "chain_stitching"],
+            },
+            {"brand": "Levi's", "group_name": "jeans", "model": "505"},
+        ]
+    )
+
+    listed = await repository.find_by_brand_and_group("Levi's", "jeans")
+    assert result.inserted == 3
+    assert [(row.model, row.coefficient, row.expected_features) for row in listed] == [
+        ("501", Decimal("1.40"), []),
+        ("505", Decimal("1.00"), []),
+        ("Big E", Decimal("2.50"), ["selvedge", "chain_stitching"]),
+    ]
+
+
+async def test_a_bad_row_in_the_middle_writes_nothing_and_keeps_the_transaction(
+    session: AsyncSession,
+) -> None:
+    repository = BrandGroupRepository(session)
+    kept = await repository.create(brand_group("Nike", "sneakers"))
+
+    def stream() -> Iterator[dict[str, Any]]:
+        yield from rows(500)
+        yield {"brand": "Bad", "group_name": "jeans", "base_price": "19.999"}
+        yield from rows(499, start=500)
+
+    with pytest.raises(InvalidValueError, match=r"^items\[500\]\.base_price: must have at most 2"):
+        await repository.bulk_upsert(stream(), batch_size=100)
+
+    assert await repository.count() == 1
+    assert await repository.find_by_brand_and_group("Nike", "sneakers") is kept
+    assert (await repository.bulk_upsert(rows(3))).inserted == 3
+
+
+async def test_invalid_items_name_their_position_and_field(session: AsyncSession) -> None:
+    repository = ModelRepository(session)
+    with pytest.raises(InvalidValueError, match=r"^items\[1\]\.model: must not be empty"):
+        await repository.bulk_upsert([model(), {"brand": "a", "group_name": "b", "model": " "}])
+    with pytest.raises(InvalidValueError, match=r"^items\[0\]\.model: is required"):
+        await repository.bulk_upsert([{"brand": "a", "group_name": "b"}])
+    with pytest.raises(InvalidValueError, match=r"^items\[0\]\.item: must be a Model"):
+        await repository.bulk_upsert([brand_group()])
+    with pytest.raises(InvalidValueError, match=r"^batch_size: must be a positive integer"):
+        await repository.bulk_upsert([model()], batch_size=0)
+    assert await repository.count() == 0
+
+
+async def test_the_callers_rollback_undoes_the_whole_load(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as writer:
+        async with writer.begin():
+            await BrandGroupRepository(writer).bulk_upsert(rows(50))
+            await writer.rollback()
+        assert await BrandGroupRepository(writer).count() == 0
+
+
+async def test_memory_stays_bounded_for_a_streamed_load(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    await repository.bulk_upsert(rows(10))  # warm up caches and compiled statements
+
+    tracemalloc.start()
+    try:
+        result = await repository.bulk_upsert(rows(60_000), batch_size=1_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.inserted == 59_990
+    # A list of 60,000 validated rows alone would take well over 30 MB.
+    assert peak < 8 * 1024 * 1024

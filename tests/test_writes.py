@@ -1,0 +1,280 @@
+"""Idempotent write paths: upsert, get_or_create, get_or_generate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store import (
+    BrandGroupRepository,
+    InvalidValueError,
+    Model,
+    ModelRepository,
+    create_engine,
+    create_session_factory,
+)
+from tests.factories import brand_group, model
+
+
+@contextmanager
+def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Collect every statement the engine sends while the block runs."""
+    statements: list[str] = []
+
+    def record(*arguments: Any) -> None:
+        statements.append(arguments[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+async def wide_factory(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a pool wide enough for 50 truly concurrent transactions."""
+    wide = create_engine(engine.url, pool_size=50, max_overflow=0)
+    yield create_session_factory(wide)
+    await wide.dispose()
+
+
+async def row_version(session: AsyncSession, brand: str) -> tuple[str, Any]:
+    row = (
+        await session.execute(
+            text("SELECT xmin::text, updated_at FROM public.brand_groups WHERE brand = :b"),
+            {"b": brand},
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def test_upsert_inserts_a_missing_row(session: AsyncSession) -> None:
+    row = await BrandGroupRepository(session).upsert(brand_group(expected_origins=["USA"]))
+
+    assert isinstance(row.id, int)
+    assert row.base_price == Decimal("25.00")
+    assert row.expected_origins == ["USA"]
+    assert row.condition_sensitivity == Decimal("1.00")
+    assert row.created_at == row.updated_at
+
+
+async def test_upsert_overwrites_data_keeps_created_at_and_advances_updated_at(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory.begin() as first:
+        original = await BrandGroupRepository(first).upsert(brand_group(base_price=25))
+
+    async with session_factory.begin() as second:
+        updated = await BrandGroupRepository(second).upsert(
+            {
+                "brand": " Levi's",
+                "group_name": "jeans",
+                "base_price": "27.50",
+                "expected_trends": ["y2k"],
+            }
+        )
+
+    assert updated.id == original.id
+    assert updated.base_price == Decimal("27.50")
+    assert updated.expected_trends == ["y2k"]
+    assert updated.created_at == original.created_at
+    assert updated.updated_at > original.updated_at
+
+
+async def test_upsert_of_identical_data_writes_nothing(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory.begin() as first:
+        await BrandGroupRepository(first).upsert(brand_group(expected_origins=["USA"]))
+        before = await row_version(first, "Levi's")
+
+    async with session_factory.begin() as second:
+        again = await BrandGroupRepository(second).upsert(brand_group(expected_origins=["USA"]))
+        after = await row_version(second, "Levi's")
+
+    assert after == before  # same row version (xmin) and the same updated_at
+    assert again.updated_at == before[1]
+
+
+async def test_upsert_refreshes_the_copy_already_in_the_session(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    loaded = await repository.create(brand_group(base_price=25))
+
+    returned = await repository.upsert(brand_group(base_price=30, condition_sensitivity="1.2"))
+
+    assert returned is loaded
+    assert loaded.base_price == Decimal("30.00")
+    assert loaded.condition_sensitivity == Decimal("1.20")
+
+
+async def test_upsert_is_one_round_trip(session: AsyncSession, engine: AsyncEngine) -> None:
+    repository = ModelRepository(session)
+    await repository.upsert(model())
+
+    with counted_statements(engine) as statements:
+        await repository.upsert(model(coefficient="1.4"))
+
+    assert len(statements) == 1
+
+
+async def test_upsert_sets_left_out_columns_to_their_defaults(session: AsyncSession) -> None:
+    repository = ModelRepository(session)
+    await repository.upsert(model(coefficient="2.5", expected_features=["selvedge"]))
+
+    row = await repository.upsert({"brand": "Levi's", "group_name": "jeans", "model": "501"})
+
+    assert row.coefficient == Decimal("1.00")
+    assert row.expected_features == []
+
+
+async def test_bad_upsert_input_is_rejected_before_sql_and_keeps_the_transaction(
+    session: AsyncSession,
+) -> None:
+    repository = BrandGroupRepository(session)
+    await repository.upsert(brand_group("Nike", "sneakers"))
+
+    with pytest.raises(InvalidValueError, match=r"^base_price: must be between"):
+        await repository.upsert({"brand": "Levi's", "group_name": "jeans", "base_price": 4})
+    with pytest.raises(InvalidValueError, match=r"^base_price: is required"):
+        await repository.upsert({"brand": "Levi's", "group_name": "jeans"})
+    with pytest.raises(InvalidValueError, match=r"^colour: is not a column of BrandGroup"):
+        await repository.upsert({"brand": "Levi's", "group_name": "jeans", "colour": "blue"})
+    with pytest.raises(InvalidValueError, match=r"^item: must be a BrandGroup or a mapping"):
+        await repository.upsert(model())
+
+    assert await repository.count() == 1
+
+
+async def test_get_or_create_inserts_once_then_returns_the_row_untouched(
+    session: AsyncSession,
+) -> None:
+    repository = BrandGroupRepository(session)
+
+    created, was_created = await repository.get_or_create(brand_group(base_price=25))
+    existing, again = await repository.get_or_create(brand_group(" Levi's ", base_price=99))
+
+    assert (was_created, again) == (True, False)
+    assert existing is created
+    assert existing.base_price == Decimal("25.00")
+    stored = await session.scalar(text("SELECT base_price FROM public.brand_groups"))
+    assert stored == Decimal("25.00")
+
+
+async def test_fifty_concurrent_get_or_create_calls_agree_on_one_row(
+    wide_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    start = asyncio.Event()
+
+    async def get_or_create() -> tuple[int, bool]:
+        async with wide_factory.begin() as own:
+            await own.execute(text("SELECT 1"))  # hold a connection before the race starts
+            await start.wait()
+            row, created = await ModelRepository(own).get_or_create(model(name="Big E"))
+            return row.id, created
+
+    tasks = [asyncio.create_task(get_or_create()) for _ in range(50)]
+    await asyncio.sleep(0.2)
+    start.set()
+    outcomes = await asyncio.gather(*tasks)
+
+    assert sum(created for _, created in outcomes) == 1
+    assert len({row_id for row_id, _ in outcomes}) == 1
+
+
+async def test_get_or_generate_generates_only_for_a_missing_row(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    calls: list[str] = []
+
+    async def generate() -> dict[str, object]:
+        calls.append("llm")
+        return {"base_price": "25.00", "expected_origins": ["USA", "Mexico"]}
+
+    row, created = await repository.get_or_generate("Levi's", "jeans", generate=generate)
+    again, created_again = await repository.get_or_generate(" Levi's", "jeans ", generate=generate)
+
+    assert (created, created_again) == (True, False)
+    assert again is row
+    assert (row.brand, row.group_name, row.expected_origins) == (
+        "Levi's",
+        "jeans",
+        ["USA", "Mexico"],
+    )
+    assert calls == ["llm"]
+
+
+async def test_get_or_generate_accepts_a_model_object_and_checks_its_key(
+    session: AsyncSession,
+) -> None:
+    repository = ModelRepository(session)
+
+    async def generate() -> Model:
+        return Model(coefficient="2.5", expected_features=["selvedge"])
+
+    async def generate_other_key() -> Model:
+        return Model(model="505", coefficient="1.2")
+
+    row, created = await repository.get_or_generate("Levi's", "jeans", "Big E", generate=generate)
+    assert created
+    assert (row.model, row.coefficient) == ("Big E", Decimal("2.50"))
+
+    with pytest.raises(InvalidValueError, match=r"^model: '505' is not the requested '501'"):
+        await repository.get_or_generate("Levi's", "jeans", "501", generate=generate_other_key)
+    assert await repository.count() == 1
+
+
+async def test_get_or_generate_writes_nothing_when_generation_fails(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    await repository.create(brand_group("Nike", "sneakers"))
+
+    async def failing() -> dict[str, object]:
+        raise TimeoutError("the LLM did not answer")
+
+    with pytest.raises(TimeoutError, match="did not answer"):
+        await repository.get_or_generate("Levi's", "jeans", generate=failing)
+
+    assert await repository.count() == 1
+    assert await repository.find_by_brand_and_group("Levi's", "jeans") is None
+
+
+async def test_concurrent_get_or_generate_runs_generate_once_per_key(
+    wide_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    calls: list[str] = []
+
+    async def generate() -> dict[str, object]:
+        calls.append("llm")
+        await asyncio.sleep(0.05)  # an LLM takes a while
+        return {"base_price": 25}
+
+    async def price(brand: str) -> tuple[int, bool]:
+        async with wide_factory.begin() as own:
+            row, created = await BrandGroupRepository(own).get_or_generate(
+                brand, "jeans", generate=generate
+            )
+            return row.id, created
+
+    outcomes = await asyncio.gather(*(price("Levi's") for _ in range(10)), price("Wrangler"))
+
+    assert len(calls) == 2
+    assert sum(created for _, created in outcomes) == 2
+    assert len({row_id for row_id, _ in outcomes[:10]}) == 1
+
+
+async def test_get_or_generate_rejects_bad_keys_before_generating(session: AsyncSession) -> None:
+    async def generate() -> dict[str, object]:
+        raise AssertionError("must not be called")
+
+    repository = BrandGroupRepository(session)
+    with pytest.raises(InvalidValueError, match=r"^brand: must not be empty"):
+        await repository.get_or_generate(" ", "jeans", generate=generate)
+    assert await repository.count() == 0
