@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format migrate downgrade migrate-sql revision devdb-stop
+.PHONY: help install test lint format bench migrate downgrade migrate-sql revision devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ lint: ## ruff check, ruff format --check and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
+
+bench: ## Measure against raw asyncpg on the same server (ratios; see README)
+	$(BIN)/python bench/bench.py
 
 format: ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -14,7 +14,12 @@ from pricing_store.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
 from pricing_store.errors import InvalidValueError, translate
 from pricing_store.models import BrandGroup, Model
 from pricing_store.rows import Item, item_values
-from pricing_store.statements import insert_or_select, key_matches, upsert_returning_row
+from pricing_store.statements import (
+    insert_or_select,
+    key_matches,
+    parameters,
+    upsert_returning_row,
+)
 from pricing_store.validation import non_negative_int
 
 ModelT = TypeVar("ModelT", BrandGroup, Model)
@@ -70,8 +75,10 @@ class Repository(Generic[ModelT]):
             InvalidValueError: if a value is invalid or a required column is missing.
         """
         values = item_values(self.model_type, item)
-        statement = upsert_returning_row(self.model_type, values)
-        result = await self.session.scalars(statement, execution_options=REFRESH)
+        statement = upsert_returning_row(self.model_type, frozenset(values))
+        result = await self.session.scalars(
+            statement, parameters(values), execution_options=REFRESH
+        )
         row = result.one_or_none()
         # Nothing comes back only if another transaction committed identical data for this
         # key after the statement began; a new statement sees that row.
@@ -87,7 +94,8 @@ class Repository(Generic[ModelT]):
             InvalidValueError: if a value is invalid or a required column is missing.
         """
         values = item_values(self.model_type, item)
-        found = (await self.session.execute(insert_or_select(self.model_type, values))).first()
+        statement = insert_or_select(self.model_type, frozenset(values))
+        found = (await self.session.execute(statement, parameters(values))).first()
         if found is not None:
             return found[0], found[1]
         # The key was inserted by a transaction that committed after this statement began.
