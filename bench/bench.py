@@ -25,7 +25,8 @@ from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pricing_store import BrandGroupRepository, create_engine, create_session_factory
+from pricing_store import BrandGroup, BrandGroupRepository, create_engine, create_session_factory
+from pricing_store.statements import upsert_returning_row
 from tests.conftest import alembic_config
 from tests.provision import asyncpg_dsn, postgres_server, throwaway_database
 
@@ -44,7 +45,7 @@ COLUMNS = [
     "condition_sensitivity",
 ]
 DATA = COLUMNS[2:]
-# The statement pricing_store's upserts run, as a raw asyncpg user would write it.
+# The upsert bulk_upsert runs set-based, as a raw asyncpg user would write it for one row.
 UPSERT_SQL = (
     f"INSERT INTO public.brand_groups AS target ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) "
@@ -166,7 +167,9 @@ async def bench_single_upsert(url: URL) -> list[Line]:
     raw = await asyncpg.connect(asyncpg_dsn(url))
     engine = create_engine(url)
     sessions = create_session_factory(engine)
-    statement = await raw.prepare(UPSERT_SQL + " RETURNING *")
+    # The very statement `upsert` sends, which also returns an unchanged row.
+    sql = upsert_returning_row(BrandGroup, frozenset(COLUMNS)).sql
+    statement = await raw.prepare(sql)
     items = [
         {"brand": f"Single {number % 100}", "group_name": "jeans", "base_price": 20 + number % 7}
         for number in range(SINGLE_CALLS)

@@ -1,32 +1,39 @@
-"""The SQL of the writes keyed on a table's natural key (`INSERT ... ON CONFLICT`).
+"""The SQL of the one-row writes keyed on a table's natural key (`INSERT ... ON CONFLICT`).
 
-Written once per model (and set of given columns) from the table's metadata, with values
-as bound parameters, so a call costs no statement building. Each is conflict-free: it never
-raises a unique violation, so it leaves the caller's transaction as it was.
+Written once per model and set of given columns from the table's metadata, with `$n`
+parameters for the driver. Each is conflict-free: it never raises a unique violation, so it
+leaves the caller's transaction as it was.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import (
-    Boolean,
-    ColumnElement,
-    Executable,
-    Table,
-    TextualSelect,
-    bindparam,
-    select,
-    text,
-)
+from sqlalchemy import ColumnElement, Table
+from sqlalchemy.dialects.postgresql import JSONB
 
 from pricing_store.models import BrandGroup, Model
 
 ModelType = type[BrandGroup] | type[Model]
-# Bound parameters may not share a column's name in an INSERT's VALUES.
-PARAMETER_PREFIX = "value_"
+
+
+@dataclass(frozen=True)
+class RowStatement:
+    """A statement returning whole rows, and the columns its `$1, $2, ...` stand for."""
+
+    sql: str
+    fields: tuple[str, ...]
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The driver's arguments for these column values; JSONB lists go as JSON text."""
+        return [
+            json.dumps(values[field]) if isinstance(values[field], list) else values[field]
+            for field in self.fields
+        ]
 
 
 def table_of(model_type: ModelType) -> Table:
@@ -60,82 +67,69 @@ def on_conflict_update(model_type: ModelType) -> str:
 
 
 @cache
-def upsert_returning_row(model_type: ModelType, fields: frozenset[str]) -> Executable:
-    """Insert or update one row and return it as it now stands, in one statement.
+def upsert_returning_row(model_type: ModelType, fields: frozenset[str]) -> RowStatement:
+    """Insert or update one row and return it as it now stands.
 
     An unchanged row is not written, so `RETURNING` gives nothing for it; the second branch
     then reads it as it was.
     """
-    table = table_of(model_type)
-    everything = joined(column.name for column in table.columns)
+    given = in_table_order(model_type, fields)
+    everything = joined(column.name for column in table_of(model_type).columns)
     sql = f"""
         WITH written AS (
-            {insert_values(model_type, fields)}
+            {insert_values(model_type, given)}
             {on_conflict_update(model_type)}
             RETURNING {everything}
         )
         SELECT {everything} FROM written
         UNION ALL
-        SELECT {everything} FROM {table.fullname}
-        WHERE {key_equals_parameters(model_type)} AND NOT EXISTS (SELECT FROM written)
+        SELECT {everything} FROM {table_of(model_type).fullname}
+        WHERE {key_equals_arguments(model_type, given)} AND NOT EXISTS (SELECT FROM written)
     """
-    return select(model_type).from_statement(typed(model_type, sql, fields))
+    return RowStatement(sql, given)
 
 
 @cache
-def insert_or_select(model_type: ModelType, fields: frozenset[str]) -> Executable:
-    """Insert one row unless its key exists; return the row and whether it was inserted."""
-    table = table_of(model_type)
-    everything = joined(column.name for column in table.columns)
+def insert_or_select(model_type: ModelType, fields: frozenset[str]) -> RowStatement:
+    """Insert one row unless its key exists; return the row and, last, whether it was new."""
+    given = in_table_order(model_type, fields)
+    everything = joined(column.name for column in table_of(model_type).columns)
     sql = f"""
         WITH inserted AS (
-            {insert_values(model_type, fields)}
+            {insert_values(model_type, given)}
             ON CONFLICT ON CONSTRAINT {model_type.natural_key_constraint} DO NOTHING
             RETURNING {everything}
         )
-        SELECT {everything}, true AS created FROM inserted
+        SELECT {everything}, true FROM inserted
         UNION ALL
-        SELECT {everything}, false AS created FROM {table.fullname}
-        WHERE {key_equals_parameters(model_type)} AND NOT EXISTS (SELECT FROM inserted)
+        SELECT {everything}, false FROM {table_of(model_type).fullname}
+        WHERE {key_equals_arguments(model_type, given)} AND NOT EXISTS (SELECT FROM inserted)
     """
-    statement = typed(model_type, sql, fields, created=Boolean)
-    return select(model_type, statement.selected_columns.created).from_statement(statement)
+    return RowStatement(sql, given)
 
 
-def parameters(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The bound parameters for column values, named as the statements here name them."""
-    return {PARAMETER_PREFIX + field: value for field, value in values.items()}
+def in_table_order(model_type: ModelType, fields: frozenset[str]) -> tuple[str, ...]:
+    """The given columns in the table's order, so one set of columns makes one statement."""
+    return tuple(column.name for column in table_of(model_type).columns if column.name in fields)
 
 
-def insert_values(model_type: ModelType, fields: frozenset[str]) -> str:
-    """`INSERT INTO ... AS target (...) VALUES (...)` of the given columns, in table order."""
-    table = table_of(model_type)
-    given = [column.name for column in table.columns if column.name in fields]
-    return (
-        f"INSERT INTO {table.fullname} AS target ({joined(given)}) "
-        f"VALUES ({joined(f':{PARAMETER_PREFIX}{field}' for field in given)})"
-    )
+def insert_values(model_type: ModelType, given: tuple[str, ...]) -> str:
+    """`INSERT INTO ... AS target (...) VALUES ($1, ...)` of the given columns."""
+    placeholders = joined(f"${number}" for number in range(1, len(given) + 1))
+    table = table_of(model_type).fullname
+    return f"INSERT INTO {table} AS target ({joined(given)}) VALUES ({placeholders})"
 
 
-def key_equals_parameters(model_type: ModelType) -> str:
-    """`column = :parameter AND ...` over the natural key."""
-    return " AND ".join(f"{field} = :{PARAMETER_PREFIX}{field}" for field in model_type.natural_key)
-
-
-def typed(
-    model_type: ModelType, sql: str, fields: frozenset[str], **extra: type[Boolean]
-) -> TextualSelect:
-    """The SQL as a statement whose parameters and result columns carry the column types."""
-    table = table_of(model_type)
-    return (
-        text(sql)
-        .bindparams(
-            *(bindparam(PARAMETER_PREFIX + field, type_=table.c[field].type) for field in fields)
-        )
-        .columns(*table.columns, **extra)
-    )
+def key_equals_arguments(model_type: ModelType, given: tuple[str, ...]) -> str:
+    """`column = $n AND ...` over the natural key, reusing the INSERT's arguments."""
+    return " AND ".join(f"{field} = ${given.index(field) + 1}" for field in model_type.natural_key)
 
 
 def joined(parts: Iterable[str]) -> str:
     """Comma-separated SQL fragments."""
     return ", ".join(parts)
+
+
+def is_list(model_type: ModelType, field: str) -> bool:
+    """Whether the column holds a JSONB list of strings."""
+    return isinstance(table_of(model_type).c[field].type, JSONB)

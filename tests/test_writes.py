@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import (
@@ -23,19 +23,22 @@ from pricing_store import (
 from tests.factories import brand_group, model
 
 
-@contextmanager
-def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Collect every statement the engine sends while the block runs."""
+@asynccontextmanager
+async def statements_sent(session: AsyncSession) -> AsyncIterator[list[str]]:
+    """Collect every statement the session's connection sends to the server in the block."""
     statements: list[str] = []
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
 
-    def record(*arguments: Any) -> None:
-        statements.append(arguments[2])
+    def record(logged: Any) -> None:
+        statements.append(logged.query)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    driver.add_query_logger(record)
     try:
         yield statements
+        await asyncio.sleep(0)  # the driver calls loggers on the event loop's next turn
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        driver.remove_query_logger(record)
 
 
 @pytest.fixture
@@ -117,14 +120,15 @@ async def test_upsert_refreshes_the_copy_already_in_the_session(session: AsyncSe
     assert loaded.condition_sensitivity == Decimal("1.20")
 
 
-async def test_upsert_is_one_round_trip(session: AsyncSession, engine: AsyncEngine) -> None:
+async def test_upsert_is_one_round_trip(session: AsyncSession) -> None:
     repository = ModelRepository(session)
     await repository.upsert(model())
 
-    with counted_statements(engine) as statements:
-        await repository.upsert(model(coefficient="1.4"))
+    async with statements_sent(session) as statements:
+        row = await repository.upsert(model(coefficient="1.4"))
 
     assert len(statements) == 1
+    assert row.coefficient == Decimal("1.40")
 
 
 async def test_upsert_sets_left_out_columns_to_their_defaults(session: AsyncSession) -> None:
@@ -278,3 +282,40 @@ async def test_get_or_generate_rejects_bad_keys_before_generating(session: Async
     with pytest.raises(InvalidValueError, match=r"^brand: must not be empty"):
         await repository.get_or_generate(" ", "jeans", generate=generate)
     assert await repository.count() == 0
+
+
+async def test_writes_first_in_a_transaction_roll_back_with_it(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as writer:
+        await writer.begin()
+        await BrandGroupRepository(writer).upsert(brand_group("Levi's"))
+        await writer.rollback()
+        await writer.begin()
+        await ModelRepository(writer).get_or_create(model())
+        await writer.rollback()
+
+    async with session_factory() as reader:
+        assert await BrandGroupRepository(reader).count() == 0
+        assert await ModelRepository(reader).count() == 0
+
+
+async def test_upsert_flushes_pending_changes_first(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    session.add(brand_group("Nike", "sneakers"))
+
+    await repository.upsert(brand_group("Levi's"))
+
+    assert await repository.count() == 2
+
+
+async def test_in_place_edits_of_an_upserted_row_are_saved(session: AsyncSession) -> None:
+    repository = ModelRepository(session)
+    row = await repository.upsert(model(expected_features=["selvedge"]))
+
+    row.expected_features.append("chain_stitching")
+    await session.flush()
+
+    stored = await session.scalar(text("SELECT expected_features FROM public.models"))
+    assert stored == ["selvedge", "chain_stitching"]
+    assert row not in session.dirty

@@ -11,21 +11,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pricing_store.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
+from pricing_store.driver import fetch_row
 from pricing_store.errors import InvalidValueError, translate
+from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
 from pricing_store.rows import Item, item_values
-from pricing_store.statements import (
-    insert_or_select,
-    key_matches,
-    parameters,
-    upsert_returning_row,
-)
+from pricing_store.statements import insert_or_select, key_matches, upsert_returning_row
 from pricing_store.validation import non_negative_int
 
 ModelT = TypeVar("ModelT", BrandGroup, Model)
 Generate: TypeAlias = Callable[[], Awaitable[Any]]
-# Overwrite the session's copy of a row with what the statement returned.
-REFRESH = {"populate_existing": True}
 
 
 class Repository(Generic[ModelT]):
@@ -76,13 +71,13 @@ class Repository(Generic[ModelT]):
         """
         values = item_values(self.model_type, item)
         statement = upsert_returning_row(self.model_type, frozenset(values))
-        result = await self.session.scalars(
-            statement, parameters(values), execution_options=REFRESH
-        )
-        row = result.one_or_none()
-        # Nothing comes back only if another transaction committed identical data for this
-        # key after the statement began; a new statement sees that row.
-        return row if row is not None else await self._find_existing(values)
+        row = await fetch_row(self.session, statement.sql, statement.arguments(values))
+        if row is None:
+            # Only when another transaction committed identical data for this key after the
+            # statement began; a new statement sees that row.
+            return await self._find_existing(values)
+        loaded: ModelT = as_loaded(self.session, self.model_type, row)
+        return loaded
 
     async def get_or_create(self, item: Item) -> tuple[ModelT, bool]:
         """Return the row with `item`'s key untouched, or insert `item`; and whether it did.
@@ -95,11 +90,11 @@ class Repository(Generic[ModelT]):
         """
         values = item_values(self.model_type, item)
         statement = insert_or_select(self.model_type, frozenset(values))
-        found = (await self.session.execute(statement, parameters(values))).first()
-        if found is not None:
-            return found[0], found[1]
-        # The key was inserted by a transaction that committed after this statement began.
-        return await self._find_existing(values), False
+        row = await fetch_row(self.session, statement.sql, statement.arguments(values))
+        if row is None:
+            # The key was inserted by a transaction that committed after this one began.
+            return await self._find_existing(values), False
+        return as_loaded(self.session, self.model_type, row[:-1]), bool(row[-1])
 
     async def bulk_upsert(
         self, items: Iterable[Item], *, batch_size: int = DEFAULT_BATCH_SIZE

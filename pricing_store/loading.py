@@ -1,0 +1,40 @@
+"""Placing a row fetched outside the ORM into a session, as if the ORM had loaded it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import StringList
+from pricing_store.statements import table_of
+
+
+def as_loaded(
+    session: AsyncSession, model_type: type[BrandGroup | Model], row: Sequence[Any]
+) -> Any:
+    """Return the session's object for `row` (whole, in table order), holding its values.
+
+    The object the session already has for that primary key is refreshed; otherwise a new
+    one joins the session. Either way it has no pending changes, and in-place edits of its
+    lists are tracked as after any load.
+    """
+    names = [column.key for column in table_of(model_type).columns]
+    values = dict(zip(names, row, strict=False))
+    known = session.identity_map.get(session.identity_key(model_type, (values["id"],)))
+    loaded = known if known is not None else model_type()
+    state = inspect(loaded)
+    for name, value in values.items():
+        if isinstance(value, list):
+            value = StringList(value)
+            value._parents[state] = name  # what a load does, so in-place edits are saved
+        set_committed_value(loaded, name, value)
+    if known is None:
+        make_transient_to_detached(loaded)
+        session.add(loaded)
+    return loaded
