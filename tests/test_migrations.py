@@ -18,6 +18,9 @@ from tests.conftest import alembic_config
 
 RunAlembic = Callable[..., None]
 
+SEED_TABLES = "8e4d5b6c2a31"  # the revision that completes the seed's two tables
+HEAD = "4d2a8f61c0e9"
+
 # What `pg_dump --schema-only` prints for the seed's DDL, read from the same catalog functions.
 SEED_COLUMNS = {
     "brand_groups": [
@@ -138,10 +141,10 @@ async def tables_in(url: URL, schema: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-async def test_upgrade_builds_exactly_the_seed_schema(
+async def test_the_seed_revisions_build_exactly_the_seed_schema(
     empty_database: URL, run_alembic: RunAlembic
 ) -> None:
-    run_alembic(empty_database, "upgrade", "head")
+    run_alembic(empty_database, "upgrade", SEED_TABLES)
 
     for table, expected_columns in SEED_COLUMNS.items():
         columns = await fetch(
@@ -173,7 +176,7 @@ async def test_upgrade_builds_exactly_the_seed_schema(
 async def test_downgrade_one_step_drops_models_only_and_base_drops_both(
     empty_database: URL, run_alembic: RunAlembic
 ) -> None:
-    run_alembic(empty_database, "upgrade", "head")
+    run_alembic(empty_database, "upgrade", SEED_TABLES)
 
     run_alembic(empty_database, "downgrade", "-1")
     assert await tables_in(empty_database, "public") == {"alembic_version", "brand_groups"}
@@ -189,6 +192,33 @@ async def test_downgrade_one_step_drops_models_only_and_base_drops_both(
     }
 
 
+async def test_later_revisions_add_notifications_and_paging_indexes_and_go_back(
+    empty_database: URL, run_alembic: RunAlembic
+) -> None:
+    triggers = (
+        "SELECT event_object_table, action_timing, action_orientation, event_manipulation "
+        "FROM information_schema.triggers WHERE trigger_name = 'pricing_store_notify_change'"
+    )
+    paging = "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%created_at_id'"
+    run_alembic(empty_database, "upgrade", "head")
+
+    found = await fetch(empty_database, triggers)
+    assert {(table, timing, level) for table, timing, level, _ in found} == {
+        ("brand_groups", "AFTER", "STATEMENT"),
+        ("models", "AFTER", "STATEMENT"),
+    }
+    # information_schema does not list TRUNCATE; the lookup tests show it notifies too.
+    assert {event for *_, event in found} == {"INSERT", "UPDATE", "DELETE"}
+    assert {row[0] for row in await fetch(empty_database, paging)} == {
+        "idx_brand_groups_created_at_id",
+        "idx_models_created_at_id",
+    }
+
+    run_alembic(empty_database, "downgrade", SEED_TABLES)
+    assert await fetch(empty_database, triggers) == []
+    assert await fetch(empty_database, paging) == []
+
+
 async def test_revisions_are_idempotent(empty_database: URL, run_alembic: RunAlembic) -> None:
     run_alembic(empty_database, "upgrade", "head")
     await execute(
@@ -202,7 +232,7 @@ async def test_revisions_are_idempotent(empty_database: URL, run_alembic: RunAle
 
     assert await fetch(empty_database, "SELECT brand FROM public.brand_groups") == [("Levi's",)]
     assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
-        ("8e4d5b6c2a31",)
+        (HEAD,)
     ]
 
 

@@ -86,3 +86,4 @@ class BrandGroup(Timestamps, Base):
 
 
 Index("idx_brand_groups_created_at", BrandGroup.created_at.desc())
+Index("idx_brand_groups_created_at_id", BrandGroup.created_at.desc(), BrandGroup.id.desc())

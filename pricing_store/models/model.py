@@ -73,3 +73,4 @@ class Model(Timestamps, Base):
 
 
 Index("idx_models_created_at", Model.created_at.desc())
+Index("idx_models_created_at_id", Model.created_at.desc(), Model.id.desc())
