@@ -4,6 +4,7 @@ from pricing_store.bulk import UpsertResult
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import DuplicateKeyError, InvalidValueError, PricingStoreError
 from pricing_store.models import Base, BrandGroup, Model
+from pricing_store.paging import Page
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "InvalidValueError",
     "Model",
     "ModelRepository",
+    "Page",
     "PricingStoreError",
     "UpsertResult",
     "create_engine",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,7 @@ from pricing_store.driver import fetch_row
 from pricing_store.errors import InvalidValueError, translate
 from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
+from pricing_store.paging import Page, decode_cursor, encode_cursor
 from pricing_store.rows import Item, item_values
 from pricing_store.statements import insert_or_select, key_matches, upsert_returning_row
 from pricing_store.validation import non_negative_int
@@ -124,6 +125,45 @@ class Repository(Generic[ModelT]):
             .offset(non_negative_int("offset", offset))
         )
         return list(await self.session.scalars(statement))
+
+    async def get_page(self, limit: int = 100, *, after: str | None = None) -> Page[ModelT]:
+        """Return up to `limit` rows, newest first, after the row the cursor `after` names.
+
+        Pass each page's `next_cursor` as the next call's `after`; it is None after the last
+        page. Unlike `get_all`'s offsets, a deep page costs what the first one does, and
+        rows inserted meanwhile are neither skipped nor repeated.
+
+        Raises:
+            InvalidValueError: if `limit` is not a positive integer or `after` is not a
+                cursor from `get_page`.
+        """
+        if non_negative_int("limit", limit) == 0:
+            raise InvalidValueError("limit", "must be at least 1")
+        model = self.model_type
+        statement = select(model).order_by(model.created_at.desc(), model.id.desc())
+        if after is not None:
+            statement = statement.where(
+                tuple_(model.created_at, model.id) < tuple_(*decode_cursor(after))
+            )
+        rows: list[ModelT] = list(await self.session.scalars(statement.limit(limit + 1)))
+        if len(rows) <= limit:
+            return Page(rows, None)
+        last = rows[limit - 1]
+        return Page(rows[:limit], encode_cursor(last.created_at, last.id))
+
+    async def iter_all(self, *, batch_size: int = 1_000) -> AsyncIterator[ModelT]:
+        """Yield every row, newest first, reading `batch_size` rows per query (keyset pages).
+
+        Raises:
+            InvalidValueError: if `batch_size` is not a positive integer.
+        """
+        page = await self.get_page(batch_size)
+        while True:
+            for row in page.items:
+                yield row
+            if page.next_cursor is None:
+                return
+            page = await self.get_page(batch_size, after=page.next_cursor)
 
     async def count(self) -> int:
         """Count every row of the table."""
