@@ -3,8 +3,10 @@
 from pricing_store.bulk import UpsertResult
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import DuplicateKeyError, InvalidValueError, PricingStoreError
+from pricing_store.lookup import PricingLookup
 from pricing_store.models import Base, BrandGroup, Model
 from pricing_store.paging import Page
+from pricing_store.reference import PriceReference
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "Model",
     "ModelRepository",
     "Page",
+    "PriceReference",
+    "PricingLookup",
     "PricingStoreError",
     "UpsertResult",
     "create_engine",

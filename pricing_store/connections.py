@@ -1,0 +1,76 @@
+"""A small pool of asyncpg connections for one-statement reads, with one retry.
+
+asyncpg's own pool resets each connection as it is released (an extra round trip) and
+costs more per checkout than a lookup's query; reads that leave no session state behind
+need neither. Connections are reused newest first and opened on demand, up to `size`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+# Errors after which the same read on a fresh connection may well succeed: the server
+# closed the connection (restart, failover, pg_terminate_backend) or is shutting down.
+CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+Connect = Callable[[], Awaitable[Any]]
+
+
+class ReadPool:
+    """Up to `size` connections, each used by one read at a time."""
+
+    def __init__(self, connect: Connect, size: int) -> None:
+        self._connect = connect
+        self._idle: list[Any] = []
+        self._free = asyncio.Semaphore(size)
+
+    async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
+        """Run a read and return its rows; retried once on a fresh connection if it was lost."""
+        async with self._free:
+            try:
+                return await self._fetch_on(self._pop_open(), sql, arguments)
+            except CONNECTION_LOST:
+                # A lost connection usually means the server dropped all of them.
+                self._idle = [each for each in self._idle if not each.is_closed()]
+                return await self._fetch_on(None, sql, arguments)
+
+    async def _fetch_on(self, connection: Any, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+        if connection is None:
+            connection = await self._connect()
+        try:
+            rows: Sequence[Any] = await connection.fetch(sql, *arguments)
+        except asyncpg.PostgresError as error:
+            # The server refused the statement; the connection itself is fine, unless the
+            # error says it is going away.
+            if isinstance(error, CONNECTION_LOST):
+                connection.terminate()
+            else:
+                self._idle.append(connection)
+            raise
+        except BaseException:
+            connection.terminate()  # lost, or cancelled half-way: not reusable
+            raise
+        self._idle.append(connection)
+        return rows
+
+    def _pop_open(self) -> Any:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        return None
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(connection.close() for connection in idle), return_exceptions=True)

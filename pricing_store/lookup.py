@@ -1,0 +1,241 @@
+"""PricingLookup: the read path of the pricing algorithm, one round trip per item or batch.
+
+It reads with asyncpg directly, on connections of its own opened from the engine's URL
+(pass a replica's engine to read from a replica), and can keep a cache that every
+committed change, from any client, empties within moments (see `cache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store.cache import ChangeListener, ReferenceCache
+from pricing_store.connections import ReadPool
+from pricing_store.errors import InvalidValueError
+from pricing_store.models.brand_group import BRAND_GROUP_RULES
+from pricing_store.models.model import MODEL_RULES
+from pricing_store.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
+from pricing_store.validation import non_negative_int
+
+DEFAULT_POOL_SIZE = 10
+APPLICATION_NAME = "pricing_store lookup"
+MISSING = object()
+
+# A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
+GET_SQL = f"""
+    SELECT {REFERENCE_COLUMNS}
+    FROM public.brand_groups AS bg
+    LEFT JOIN public.models AS m
+        ON m.brand = bg.brand AND m.group_name = bg.group_name AND m.model = $3
+    WHERE bg.brand = $1 AND bg.group_name = $2
+"""
+# The same for many keys at once, each row tagged with its key's position.
+GET_MANY_SQL = f"""
+    SELECT k.position, {REFERENCE_COLUMNS}
+    FROM unnest($1::text[], $2::text[], $3::text[])
+        WITH ORDINALITY AS k(brand, group_name, model, position)
+    JOIN public.brand_groups AS bg ON bg.brand = k.brand AND bg.group_name = k.group_name
+    LEFT JOIN public.models AS m
+        ON m.brand = k.brand AND m.group_name = k.group_name AND m.model = k.model
+"""
+
+Key = tuple[str, str, str | None]
+
+
+class PricingLookup:
+    """Price references by Brand×Group (and model), optionally cached.
+
+    Use as `async with PricingLookup(engine, cache_size=10_000) as lookup:`; `close()` stops
+    what it started. With `cache_size` 0 (the default) nothing is cached.
+    """
+
+    def __init__(
+        self,
+        bind: AsyncEngine | async_sessionmaker[AsyncSession],
+        *,
+        cache_size: int = 0,
+        pool_size: int | None = None,
+    ) -> None:
+        """Prepare the lookup; nothing connects before `start` (or `async with`).
+
+        Args:
+            bind: The engine to read from (a replica's will do), or a session factory
+                bound to one.
+            cache_size: How many references to keep in memory; 0 keeps none.
+            pool_size: How many connections reads may use at once; the engine's pool size
+                by default.
+
+        Raises:
+            InvalidValueError: if `cache_size` or `pool_size` is not a valid size.
+        """
+        engine = bind if isinstance(bind, AsyncEngine) else bind.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise InvalidValueError(
+                "bind", "must be an AsyncEngine or a session factory bound to one"
+            )
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        size = getattr(engine.pool, "size", lambda: DEFAULT_POOL_SIZE)()
+        self._pool_size = non_negative_int(
+            "pool_size", pool_size if pool_size is not None else size
+        )
+        if self._pool_size == 0:
+            raise InvalidValueError("pool_size", "must be at least 1")
+        cache_size = non_negative_int("cache_size", cache_size)
+        self._cache = ReferenceCache(cache_size) if cache_size else None
+        self._pool: ReadPool | None = None
+        self._listener: ChangeListener | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Get ready to read; with a cache, return only once changes are being listened to."""
+        if self._pool is None:
+            self._pool = ReadPool(self._connect, self._pool_size)
+        if self._cache is not None and self._listener is None:
+            listener = ChangeListener(self._connect, self._cache)
+            await listener.start()
+            self._listener = listener
+
+    async def close(self) -> None:
+        """Stop listening and close every connection this lookup opened."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
+        """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.
+
+        One round trip, or none on a cache hit. Keys are trimmed and NFC-normalised.
+
+        Raises:
+            InvalidValueError: if a key is not a valid key.
+        """
+        cache = self._cache
+        if cache is not None and cache.active:
+            hit = cached(cache, (brand, group, model))
+            if hit is not MISSING:
+                return hit  # type: ignore[no-any-return]
+        key = canonical_key(brand, group, model)
+        generation = cache.generation if cache is not None else 0
+        rows = await (await self._read_pool()).fetch(GET_SQL, *key)
+        reference = reference_from_row(rows[0], key[2]) if rows else None
+        if cache is not None:
+            cache.put((brand, group, model), reference, generation)
+        return reference
+
+    async def get_many(
+        self, keys: Iterable[tuple[str, str] | tuple[str, str, str | None]]
+    ) -> dict[Any, PriceReference | None]:
+        """Return a reference (or None) for every key, in one round trip for all misses.
+
+        Each key is `(brand, group)` or `(brand, group, model_or_None)`; the result is keyed by
+        the tuples exactly as passed.
+
+        Raises:
+            InvalidValueError: naming the key's position, if a key is not valid.
+        """
+        cache = self._cache
+        active = cache is not None and cache.active
+        found: dict[Any, PriceReference | None] = {}
+        wanted: dict[Key, list[Any]] = {}
+        for position, key in enumerate(keys):
+            if key in found:
+                continue
+            hit = cached(cache, padded(key)) if cache is not None and active else MISSING
+            if hit is not MISSING:
+                found[key] = hit  # type: ignore[assignment]
+                continue
+            wanted.setdefault(canonical_position(position, key), []).append(key)
+        if wanted:
+            await self._fetch_many(wanted, found)
+        return found
+
+    async def _fetch_many(self, wanted: dict[Key, list[Any]], found: dict[Any, Any]) -> None:
+        cache = self._cache
+        generation = cache.generation if cache is not None else 0
+        canonical = list(wanted)
+        rows = await (await self._read_pool()).fetch(
+            GET_MANY_SQL,
+            [key[0] for key in canonical],
+            [key[1] for key in canonical],
+            [key[2] for key in canonical],
+        )
+        by_key: dict[Key, PriceReference] = {}
+        for row in rows:
+            key = canonical[row[0] - 1]
+            by_key[key] = reference_from_row(row, key[2])
+        for key, originals in wanted.items():
+            for original in originals:
+                found[original] = by_key.get(key)
+                if cache is not None:
+                    cache.put(padded(original), by_key.get(key), generation)
+
+    async def _read_pool(self) -> ReadPool:
+        if self._pool is None:
+            await self.start()
+        assert self._pool is not None
+        return self._pool
+
+    async def _connect(self) -> Any:
+        # Named, so operators can tell the lookup's connections apart in pg_stat_activity.
+        return await asyncpg.connect(
+            self._dsn, server_settings={"application_name": APPLICATION_NAME}
+        )
+
+
+def cached(cache: ReferenceCache, key: Sequence[Any]) -> Any:
+    """The cached value for a key as passed, or MISSING (also for an unhashable key)."""
+    try:
+        return cache.entries.get(key, MISSING)
+    except TypeError:
+        return MISSING
+
+
+def padded(key: Sequence[Any]) -> tuple[Any, ...]:
+    """A two-part key with its model (None) made explicit, so both spellings share entries."""
+    return (key[0], key[1], None) if len(key) == 2 else tuple(key)
+
+
+def canonical_key(brand: object, group: object, model: object) -> Key:
+    """Trim and NFC-normalise a key as every write does.
+
+    Raises:
+        InvalidValueError: if a part is not a valid key.
+    """
+    return (
+        BRAND_GROUP_RULES["brand"]("brand", brand),
+        BRAND_GROUP_RULES["group_name"]("group_name", group),
+        None if model is None else MODEL_RULES["model"]("model", model),
+    )
+
+
+def canonical_position(position: int, key: object) -> Key:
+    """The canonical form of `keys[position]`.
+
+    Raises:
+        InvalidValueError: naming the position, if the key is not valid.
+    """
+    if not isinstance(key, tuple) or len(key) not in (2, 3):
+        raise InvalidValueError(f"keys[{position}]", "must be a (brand, group[, model]) tuple")
+    try:
+        return canonical_key(*padded(key))
+    except InvalidValueError as error:
+        raise InvalidValueError(f"keys[{position}].{error.field}", error.rule) from None

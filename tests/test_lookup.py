@@ -1,0 +1,273 @@
+"""PricingLookup: one-round-trip reads, batches, the cache kept honest by NOTIFY, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store import (
+    BrandGroupRepository,
+    InvalidValueError,
+    ModelRepository,
+    PriceReference,
+    PricingLookup,
+)
+from tests.factories import brand_group, model
+from tests.provision import asyncpg_dsn
+
+
+@pytest.fixture
+async def stored(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """Levi's jeans (with 501 and Big E) and Nike sneakers, committed."""
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            [
+                brand_group(base_price="25.00", expected_origins=["USA", "Mexico"]),
+                brand_group("Nike", "sneakers", base_price=60, condition_sensitivity="1.3"),
+            ]
+        )
+        await ModelRepository(writer).bulk_upsert(
+            [
+                model(name="501", coefficient="1.4"),
+                model(name="Big E", coefficient="2.5", expected_features=["selvedge"]),
+            ]
+        )
+
+
+@pytest.fixture
+async def raw(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of another client, for changes the lookup did not make."""
+    connection = await asyncpg.connect(asyncpg_dsn(engine.url))
+    yield connection
+    await connection.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 1.0) -> float:
+    """Seconds until `check()` holds; fails the test if it does not within `within`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < within, f"not true within {within} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+@pytest.mark.usefixtures("stored")
+async def test_get_returns_the_brand_group_and_the_model(engine: AsyncEngine) -> None:
+    async with PricingLookup(engine) as lookup:
+        with_model = await lookup.get("Levi's", "jeans", "Big E")
+        without_model = await lookup.get(" Levi's", "jeans ")
+        unknown_model = await lookup.get("Levi's", "jeans", "Type III")
+        unknown = await lookup.get("Levi's", "skirts", "501")
+
+    assert with_model == PriceReference(
+        brand="Levi's",
+        group_name="jeans",
+        base_price=Decimal("25.00"),
+        condition_sensitivity=Decimal("1.00"),
+        expected_origins=("USA", "Mexico"),
+        expected_decades=(),
+        expected_trends=(),
+        model="Big E",
+        coefficient=Decimal("2.50"),
+        expected_features=("selvedge",),
+        model_found=True,
+    )
+    assert without_model is not None
+    assert (without_model.model, without_model.coefficient) == (None, Decimal("1.00"))
+    assert not without_model.model_found
+    assert unknown_model is not None
+    assert (unknown_model.model, unknown_model.model_found) == ("Type III", False)
+    assert unknown_model.coefficient == Decimal("1.00")
+    assert unknown is None
+    assert len({with_model, without_model}) == 2  # hashable
+
+
+@pytest.mark.usefixtures("stored")
+async def test_get_many_answers_every_key_as_passed(engine: AsyncEngine) -> None:
+    keys: list[Any] = [
+        ("Levi's", "jeans", "501"),
+        (" Levi's", "jeans", "501"),
+        ("Nike", "sneakers"),
+        ("Nike", "sneakers", None),
+        ("Zara", "dresses", None),
+        ("Levi's", "jeans", "501"),
+    ]
+    async with PricingLookup(engine) as lookup:
+        found = await lookup.get_many(keys)
+
+    assert set(found) == set(keys)
+    first = found[("Levi's", "jeans", "501")]
+    assert first is not None
+    assert first.coefficient == Decimal("1.40")
+    assert found[(" Levi's", "jeans", "501")] == first
+    nike = found[("Nike", "sneakers")]
+    assert nike is not None
+    assert nike.base_price == Decimal("60.00")
+    assert found[("Nike", "sneakers", None)] == nike
+    assert found[("Zara", "dresses", None)] is None
+
+
+@pytest.mark.usefixtures("stored")
+async def test_get_and_get_many_are_one_round_trip(engine: AsyncEngine) -> None:
+    sent: list[str] = []
+
+    class Observed(PricingLookup):
+        async def _connect(self) -> Any:
+            connection = await super()._connect()
+            connection.add_query_logger(lambda logged: sent.append(logged.query))
+            return connection
+
+    async with Observed(engine) as lookup:
+        await lookup.get("Levi's", "jeans", "501")
+        await asyncio.sleep(0)
+        assert len(sent) == 1
+        await lookup.get_many([("Levi's", "jeans", str(number)) for number in range(50)])
+        await asyncio.sleep(0)
+        assert len(sent) == 2
+
+
+async def test_bad_keys_are_rejected(engine: AsyncEngine) -> None:
+    async with PricingLookup(engine) as lookup:
+        with pytest.raises(InvalidValueError, match=r"^brand: must not be empty"):
+            await lookup.get(" ", "jeans")
+        with pytest.raises(InvalidValueError, match=r"^keys\[1\]\.model: .*NUL"):
+            await lookup.get_many([("a", "b"), ("a", "b", "c\x00")])
+        with pytest.raises(InvalidValueError, match=r"^keys\[0\]: must be a \(brand, group"):
+            await lookup.get_many(["Levi's jeans"])  # type: ignore[list-item]
+    with pytest.raises(InvalidValueError, match=r"^cache_size: must not be negative"):
+        PricingLookup(engine, cache_size=-1)
+
+
+@pytest.mark.usefixtures("stored")
+async def test_a_session_factory_will_do(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with PricingLookup(session_factory) as lookup:
+        reference = await lookup.get("Nike", "sneakers")
+
+    assert reference is not None
+    assert reference.condition_sensitivity == Decimal("1.30")
+
+
+@pytest.mark.usefixtures("stored")
+async def test_cached_lookups_see_another_clients_commit_within_a_second(
+    engine: AsyncEngine, raw: asyncpg.Connection
+) -> None:
+    async with PricingLookup(engine, cache_size=100) as lookup:
+        before = await lookup.get("Levi's", "jeans", "501")
+        assert before is not None
+        assert await lookup.get("Levi's", "jeans", "501") is before  # served from the cache
+
+        await raw.execute("UPDATE public.models SET coefficient = 1.6 WHERE model = '501'")
+
+        async def updated() -> bool:
+            reference = await lookup.get("Levi's", "jeans", "501")
+            return reference is not None and reference.coefficient == Decimal("1.60")
+
+        assert await eventually(updated) < 1.0
+
+        await raw.execute("TRUNCATE public.models")
+
+        async def truncated() -> bool:
+            reference = await lookup.get("Levi's", "jeans", "501")
+            return reference is not None and not reference.model_found
+
+        await eventually(truncated)
+
+
+async def test_a_bulk_load_sends_one_notification(
+    session_factory: async_sessionmaker[AsyncSession], raw: asyncpg.Connection
+) -> None:
+    received: list[str] = []
+    await raw.add_listener("pricing_store_changes", lambda *args: received.append(args[-1]))
+
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Brand {number}") for number in range(500)
+        )
+        await writer.execute(text("UPDATE public.brand_groups SET base_price = 26"))
+
+    await eventually(lambda: asyncio.sleep(0, bool(received)))
+    await asyncio.sleep(0.1)
+    assert received == ["brand_groups"]
+
+
+@pytest.mark.usefixtures("stored")
+async def test_the_cache_is_bypassed_while_the_listener_is_down(
+    engine: AsyncEngine, raw: asyncpg.Connection
+) -> None:
+    async with PricingLookup(engine, cache_size=100) as lookup:
+        await lookup.get("Nike", "sneakers")
+        listener_pids = await raw.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE application_name = 'pricing_store lookup' AND query LIKE 'LISTEN%'"
+        )
+        assert len(listener_pids) == 1
+        await raw.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid",
+            [row["pid"] for row in listener_pids],
+        )
+        await raw.execute("UPDATE public.brand_groups SET base_price = 70 WHERE brand = 'Nike'")
+
+        async def fresh() -> bool:
+            reference = await lookup.get("Nike", "sneakers")
+            return reference is not None and reference.base_price == Decimal("70.00")
+
+        await eventually(fresh)  # never the stale 60.00, listener down or back
+
+        async def listening_again() -> bool:
+            return bool(
+                await raw.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                )
+            )
+
+        await eventually(listening_again, within=5.0)
+        await raw.execute("UPDATE public.brand_groups SET base_price = 80 WHERE brand = 'Nike'")
+
+        async def seen_after_reconnect() -> bool:
+            reference = await lookup.get("Nike", "sneakers")
+            return reference is not None and reference.base_price == Decimal("80.00")
+
+        await eventually(seen_after_reconnect)
+
+
+@pytest.mark.usefixtures("stored")
+async def test_reads_survive_connections_the_server_closed(
+    engine: AsyncEngine, raw: asyncpg.Connection
+) -> None:
+    async with PricingLookup(engine, pool_size=3) as lookup:
+        await asyncio.gather(*(lookup.get("Nike", "sneakers") for _ in range(3)))
+        terminated = await raw.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'pricing_store lookup' AND state = 'idle' "
+            "AND query NOT LIKE 'LISTEN%'"
+        )
+        assert terminated >= 1
+
+        references = await asyncio.gather(*(lookup.get("Nike", "sneakers") for _ in range(3)))
+
+    assert all(reference is not None for reference in references)
+
+
+async def test_the_cache_holds_at_most_cache_size_entries(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Brand {number}") for number in range(20)
+        )
+    async with PricingLookup(engine, cache_size=5) as lookup:
+        for number in range(20):
+            await lookup.get(f"Brand {number}", "jeans")
+        cache = lookup._cache
+        assert cache is not None
+        assert len(cache.entries) == 5
