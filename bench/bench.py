@@ -1,216 +1,29 @@
 """`make bench`: pricing_store against raw asyncpg, on the same server, in the same run.
 
 Prints one table: operation, contender, throughput, and the ratio to the first contender
-(raw asyncpg). Contenders take turns round after round and the medians are reported, so a
-passing hiccup of the machine does not decide a ratio. The server is found as the tests
-find theirs (PRICING_STORE_TEST_DATABASE_URL, Docker, or the embedded wheel), in a database
-of its own that is dropped afterwards.
+(raw asyncpg, unless the line says otherwise). Contenders take turns round after round and
+the medians are reported, so a passing hiccup of the machine does not decide a ratio. The
+server is found as the tests find theirs (PRICING_STORE_TEST_DATABASE_URL, Docker, or the
+embedded wheel), in a database of its own that is dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 from alembic import command
 from sqlalchemy import Connection
-from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pricing_store import BrandGroup, BrandGroupRepository, create_engine, create_session_factory
-from pricing_store.statements import upsert_returning_row
+from bench.harness import print_table
+from bench.reads import bench_reads
+from bench.writes import bench_bulk, bench_single_upsert, copy_ratio
+from pricing_store import create_engine
 from tests.conftest import alembic_config
-from tests.provision import asyncpg_dsn, postgres_server, throwaway_database
-
-BULK_ROWS = 50_000
-SINGLE_CALLS = 2_000
-ROUNDS = 5
-
-Run = Callable[[], Awaitable[None]]
-COLUMNS = [
-    "brand",
-    "group_name",
-    "base_price",
-    "expected_origins",
-    "expected_decades",
-    "expected_trends",
-    "condition_sensitivity",
-]
-DATA = COLUMNS[2:]
-# The upsert bulk_upsert runs set-based, as a raw asyncpg user would write it for one row.
-UPSERT_SQL = (
-    f"INSERT INTO public.brand_groups AS target ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))}) "
-    "ON CONFLICT ON CONSTRAINT uq_brand_groups_brand_group DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in DATA)
-    + ", updated_at = now() WHERE ("
-    + ", ".join(f"target.{c}" for c in DATA)
-    + ") IS DISTINCT FROM ("
-    + ", ".join(f"excluded.{c}" for c in DATA)
-    + ")"
-)
-
-
-def bulk_items(price_of_existing: int) -> list[dict[str, Any]]:
-    """Half the keys exist already (their price changes), half are new."""
-    half = BULK_ROWS // 2
-    return [
-        {
-            "brand": f"Brand {number}",
-            "group_name": "jeans",
-            "base_price": price_of_existing if number < half else 25,
-            "expected_origins": ["USA", "Mexico"],
-            "expected_trends": ["workwear"],
-        }
-        for number in range(BULK_ROWS)
-    ]
-
-
-def as_record(item: dict[str, Any]) -> tuple[Any, ...]:
-    """Return the positional record raw asyncpg takes; JSONB goes as JSON text."""
-    return (
-        item["brand"],
-        item["group_name"],
-        item["base_price"],
-        json.dumps(item.get("expected_origins", [])),
-        json.dumps(item.get("expected_decades", [])),
-        json.dumps(item.get("expected_trends", [])),
-        1,
-    )
-
-
-Contender = tuple[str, Run, Run]  # name, set-up (not timed), run (timed)
-Line = tuple[str, str, str, float, float]  # operation, contender, unit, per second, ratio
-
-
-async def compare(operation: str, unit: str, work: int, contenders: list[Contender]) -> list[Line]:
-    """Time each contender ROUNDS times, in turns; return medians and paired ratios."""
-    seconds: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
-    for _ in range(ROUNDS):
-        for name, setup, run in contenders:
-            await setup()
-            started = time.perf_counter()
-            await run()
-            seconds[name].append(time.perf_counter() - started)
-    baseline = seconds[contenders[0][0]]
-    return [
-        (
-            operation,
-            name,
-            unit,
-            work / statistics.median(taken),
-            statistics.median(base / own for base, own in zip(baseline, taken, strict=True)),
-        )
-        for name, taken in seconds.items()
-    ]
-
-
-async def bench_bulk(url: URL) -> list[Line]:
-    """50k brand groups, half new and half existing with a changed price."""
-    raw = await asyncpg.connect(asyncpg_dsn(url))
-    engine = create_engine(url)
-    sessions = create_session_factory(engine)
-
-    async def half_existing() -> None:
-        await raw.execute("TRUNCATE public.brand_groups")
-        existing = [as_record(item) for item in bulk_items(25)[: BULK_ROWS // 2]]
-        await raw.copy_records_to_table(
-            "brand_groups", schema_name="public", records=existing, columns=COLUMNS
-        )
-        await raw.execute("CHECKPOINT")  # no contender pays for another's dirty pages
-
-    async def empty() -> None:
-        await raw.execute("TRUNCATE public.brand_groups")
-        await raw.execute("CHECKPOINT")
-
-    async def raw_executemany() -> None:
-        records = [as_record(item) for item in bulk_items(30)]
-        async with raw.transaction():
-            await raw.executemany(UPSERT_SQL, records)
-
-    async def package_bulk_upsert() -> None:
-        async with sessions.begin() as session:
-            await BrandGroupRepository(session).bulk_upsert(bulk_items(30))
-
-    async def raw_copy() -> None:
-        records = [as_record(item) for item in bulk_items(30)]
-        async with raw.transaction():
-            await raw.copy_records_to_table(
-                "brand_groups", schema_name="public", records=records, columns=COLUMNS
-            )
-
-    lines = await compare(
-        "bulk upsert, 50k brand groups",
-        "rows/s",
-        BULK_ROWS,
-        [
-            ("raw asyncpg executemany", half_existing, raw_executemany),
-            ("pricing_store bulk_upsert", half_existing, package_bulk_upsert),
-            ("raw asyncpg COPY (empty table)", empty, raw_copy),
-        ],
-    )
-    await raw.close()
-    await engine.dispose()
-    return lines
-
-
-async def bench_single_upsert(url: URL) -> list[Line]:
-    """One-row upserts in one transaction, over 100 keys whose prices keep changing."""
-    raw = await asyncpg.connect(asyncpg_dsn(url))
-    engine = create_engine(url)
-    sessions = create_session_factory(engine)
-    # The very statement `upsert` sends, which also returns an unchanged row.
-    sql = upsert_returning_row(BrandGroup, frozenset(COLUMNS)).sql
-    statement = await raw.prepare(sql)
-    items = [
-        {"brand": f"Single {number % 100}", "group_name": "jeans", "base_price": 20 + number % 7}
-        for number in range(SINGLE_CALLS)
-    ]
-
-    async def empty() -> None:
-        await raw.execute("TRUNCATE public.brand_groups")
-
-    async def raw_upsert() -> None:
-        async with raw.transaction():
-            for item in items:
-                await statement.fetchrow(*as_record(item))
-
-    async def package_upsert() -> None:
-        async with sessions.begin() as session:
-            repository = BrandGroupRepository(session)
-            for item in items:
-                await repository.upsert(item)
-
-    lines = await compare(
-        "upsert one row",
-        "calls/s",
-        SINGLE_CALLS,
-        [
-            ("raw asyncpg prepared fetchrow", empty, raw_upsert),
-            ("pricing_store upsert", empty, package_upsert),
-        ],
-    )
-    await raw.close()
-    await engine.dispose()
-    return lines
-
-
-def print_table(lines: list[Line]) -> None:
-    """Print the table; each ratio is against the first contender of its operation."""
-    print(f"{'operation':<30} {'contender':<32} {'throughput':>17}  {'vs raw':>6}")
-    for operation, contender, unit, per_second, ratio in lines:
-        print(f"{operation:<30} {contender:<32} {per_second:>9,.0f} {unit:<7} {ratio:>6.2f}x")
-    rates = {contender: per_second for _, contender, _, per_second, _ in lines}
-    bulk, copy = rates["pricing_store bulk_upsert"], rates["raw asyncpg COPY (empty table)"]
-    print(f"bulk_upsert runs at {bulk / copy:.2f}x the rows/s of a plain COPY into an empty table")
+from tests.provision import postgres_server, throwaway_database
 
 
 def migrate(connection: Connection) -> None:
@@ -226,9 +39,11 @@ async def main() -> None:
             async with engine.begin() as connection:
                 await connection.run_sync(migrate)
             await engine.dispose()
-            lines = await bench_bulk(url)
-            lines += await bench_single_upsert(url)
-            print_table(lines)
+            writes = await bench_bulk(url)
+            writes += await bench_single_upsert(url)
+            reads = await bench_reads(url)
+            print_table(writes + reads)
+            print(copy_ratio(writes))
 
 
 if __name__ == "__main__":

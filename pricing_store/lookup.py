@@ -23,7 +23,13 @@ from pricing_store.reference import REFERENCE_COLUMNS, PriceReference, reference
 from pricing_store.validation import non_negative_int
 
 DEFAULT_POOL_SIZE = 10
-APPLICATION_NAME = "pricing_store lookup"
+SERVER_SETTINGS = {
+    # Named, so operators can tell the lookup's connections apart in pg_stat_activity.
+    "application_name": "pricing_store lookup",
+    # The lookups are key equalities: one generic plan serves every key, and planning
+    # afresh for each call (custom plans) costs more than running the query.
+    "plan_cache_mode": "force_generic_plan",
+}
 MISSING = object()
 
 # A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
@@ -130,7 +136,10 @@ class PricingLookup:
         """
         cache = self._cache
         if cache is not None and cache.active:
-            hit = cached(cache, (brand, group, model))
+            try:  # keyed as passed: a hit needs no canonicalising
+                hit = cache.entries.get((brand, group, model), MISSING)
+            except TypeError:  # unhashable, so certainly not a valid key
+                hit = MISSING
             if hit is not MISSING:
                 return hit  # type: ignore[no-any-return]
         key = canonical_key(brand, group, model)
@@ -195,10 +204,7 @@ class PricingLookup:
         return self._pool
 
     async def _connect(self) -> Any:
-        # Named, so operators can tell the lookup's connections apart in pg_stat_activity.
-        return await asyncpg.connect(
-            self._dsn, server_settings={"application_name": APPLICATION_NAME}
-        )
+        return await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
 
 
 def cached(cache: ReferenceCache, key: Sequence[Any]) -> Any:

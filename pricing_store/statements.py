@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table
+from sqlalchemy import ColumnElement, Select, Table, bindparam, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 from pricing_store.models import BrandGroup, Model
@@ -41,10 +41,19 @@ def table_of(model_type: ModelType) -> Table:
     return cast(Table, model_type.__table__)
 
 
-def key_matches(model_type: ModelType, values: Mapping[str, Any]) -> list[ColumnElement[bool]]:
-    """`column = value` for each column of the natural key."""
+@cache
+def find_by_key(model_type: ModelType) -> Select[Any]:
+    """Select the row whose natural key equals the bound parameters named after its columns.
+
+    Built once: a lookup then costs SQLAlchemy no statement building.
+    """
+    return select(model_type).where(*key_parameters(model_type, model_type.natural_key))
+
+
+def key_parameters(model_type: ModelType, fields: Iterable[str]) -> list[ColumnElement[bool]]:
+    """`column = :column` for each of the columns."""
     columns = table_of(model_type).c
-    return [columns[field] == values[field] for field in model_type.natural_key]
+    return [columns[field] == bindparam(field) for field in fields]
 
 
 def updatable_fields(model_type: ModelType) -> list[str]:

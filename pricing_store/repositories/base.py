@@ -17,7 +17,7 @@ from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
 from pricing_store.paging import Page, decode_cursor, encode_cursor
 from pricing_store.rows import Item, item_values
-from pricing_store.statements import insert_or_select, key_matches, upsert_returning_row
+from pricing_store.statements import find_by_key, insert_or_select, upsert_returning_row
 from pricing_store.validation import non_negative_int
 
 ModelT = TypeVar("ModelT", BrandGroup, Model)
@@ -170,9 +170,19 @@ class Repository(Generic[ModelT]):
         total = await self.session.scalar(select(func.count()).select_from(self.model_type))
         return int(total or 0)
 
+    async def _find_by_key(self, **key: object) -> ModelT | None:
+        """Find the row with this natural key, canonicalising it first.
+
+        Raises:
+            InvalidValueError: if a part of the key is not a valid key.
+        """
+        rules = self.model_type.field_rules
+        return await self._find({field: rules[field](field, value) for field, value in key.items()})
+
     async def _find(self, values: Mapping[str, Any]) -> ModelT | None:
-        statement = select(self.model_type).where(*key_matches(self.model_type, values))
-        row: ModelT | None = await self.session.scalar(statement)
+        """Find the row with the natural key of these canonical values."""
+        key = {field: values[field] for field in self.model_type.natural_key}
+        row: ModelT | None = await self.session.scalar(find_by_key(self.model_type), key)
         return row
 
     async def _find_existing(self, values: Mapping[str, Any]) -> ModelT:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from pricing_store.models import BrandGroup
-from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.repositories.base import Generate, Repository
 
 
@@ -20,11 +17,7 @@ class BrandGroupRepository(Repository[BrandGroup]):
         Raises:
             InvalidValueError: if a key is not a valid key.
         """
-        statement = select(BrandGroup).where(
-            BrandGroup.brand == BRAND_GROUP_RULES["brand"]("brand", brand),
-            BrandGroup.group_name == BRAND_GROUP_RULES["group_name"]("group_name", group),
-        )
-        return await self.session.scalar(statement)
+        return await self._find_by_key(brand=brand, group_name=group)
 
     async def get_or_generate(
         self, brand: str, group: str, *, generate: Generate

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import select
 
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
 from pricing_store.repositories.base import Generate, Repository
+from pricing_store.statements import key_parameters
+
+# Built once, with bound parameters `brand` and `group_name`.
+MODELS_OF_BRAND_GROUP = (
+    select(Model).where(*key_parameters(Model, ("brand", "group_name"))).order_by(Model.model)
+)
 
 
 class ModelRepository(Repository[Model]):
@@ -20,11 +26,7 @@ class ModelRepository(Repository[Model]):
         Raises:
             InvalidValueError: if a key is not a valid key.
         """
-        statement = select(Model).where(
-            *self._brand_and_group(brand, group),
-            Model.model == MODEL_RULES["model"]("model", model),
-        )
-        return await self.session.scalar(statement)
+        return await self._find_by_key(brand=brand, group_name=group, model=model)
 
     async def find_by_brand_and_group(self, brand: str, group: str) -> list[Model]:
         """Return every model of a Brand×Group, ordered by model name.
@@ -32,15 +34,11 @@ class ModelRepository(Repository[Model]):
         Raises:
             InvalidValueError: if a key is not a valid key.
         """
-        statement = select(Model).where(*self._brand_and_group(brand, group)).order_by(Model.model)
-        return list(await self.session.scalars(statement))
-
-    @staticmethod
-    def _brand_and_group(brand: str, group: str) -> tuple[ColumnElement[bool], ...]:
-        return (
-            Model.brand == MODEL_RULES["brand"]("brand", brand),
-            Model.group_name == MODEL_RULES["group_name"]("group_name", group),
-        )
+        key = {
+            "brand": MODEL_RULES["brand"]("brand", brand),
+            "group_name": MODEL_RULES["group_name"]("group_name", group),
+        }
+        return list(await self.session.scalars(MODELS_OF_BRAND_GROUP, key))
 
     async def get_or_generate(
         self, brand: str, group: str, model: str, *, generate: Generate

@@ -1,0 +1,49 @@
+"""Timing contenders in turns, and printing the table of ratios."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+ROUNDS = 5
+
+Run = Callable[[], Awaitable[None]]
+Contender = tuple[str, int, Run, Run]  # name, units of work, set-up (untimed), run (timed)
+Line = tuple[str, str, str, float, float]  # operation, contender, unit, per second, ratio
+
+
+async def compare(operation: str, unit: str, contenders: list[Contender]) -> list[Line]:
+    """Time each contender ROUNDS times, in turns; return median rates and paired ratios.
+
+    Each ratio is the contender's rate over the first contender's, in the same round.
+    """
+    rates: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+    for _ in range(ROUNDS):
+        for name, work, setup, run in contenders:
+            await setup()
+            started = time.perf_counter()
+            await run()
+            rates[name].append(work / (time.perf_counter() - started))
+    baseline = rates[contenders[0][0]]
+    return [
+        (
+            operation,
+            name,
+            unit,
+            statistics.median(own),
+            statistics.median(mine / base for mine, base in zip(own, baseline, strict=True)),
+        )
+        for name, own in rates.items()
+    ]
+
+
+async def nothing() -> None:
+    """A set-up with nothing to do."""
+
+
+def print_table(lines: list[Line]) -> None:
+    """Print the table; each ratio is against the first contender of its operation."""
+    print(f"{'operation':<36} {'contender':<38} {'throughput':>18}  {'ratio':>7}")
+    for operation, contender, unit, per_second, ratio in lines:
+        print(f"{operation:<36} {contender:<38} {per_second:>10,.0f} {unit:<7} {ratio:>7.2f}x")

@@ -1,0 +1,276 @@
+"""Read paths: PricingLookup and the repositories against raw asyncpg and the usual choices.
+
+Contenders besides raw asyncpg (the limit): the seed plan's ORM repository code, made
+async and otherwise as written, and advanced-alchemy's async repository, the library a
+user would otherwise pick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import asyncpg
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bench.harness import Line, compare, nothing
+from pricing_store import (
+    BrandGroup,
+    BrandGroupRepository,
+    ModelRepository,
+    PricingLookup,
+    create_engine,
+    create_session_factory,
+)
+from pricing_store.lookup import GET_SQL
+from tests.provision import asyncpg_dsn
+
+BRAND_GROUPS = 50_000  # also 500 pages of 100 rows
+MODELS_PER_GROUP = 5
+KEYED_GROUPS = 1_000  # the brand groups lookups cycle over, each with its models
+CALLS = 2_000
+CACHED_CALLS = 200_000
+BATCHES = 100
+BATCH = 50
+TASKS = 32
+POOL = 10
+CALLS_PER_TASK = 100
+PAGE = 100
+FIND_BY_KEY_SQL = "SELECT * FROM public.brand_groups WHERE brand = $1 AND group_name = $2"
+
+
+class SeedBrandGroupRepository:
+    """The seed plan's repository, with `await` added and nothing else changed."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db
+
+    async def find_by_brand_and_group(self, brand: str, group: str) -> BrandGroup | None:
+        """Find brand group by exact brand and group name match."""
+        stmt = select(BrandGroup).where(BrandGroup.brand == brand, BrandGroup.group_name == group)
+        return (await self.db.execute(stmt)).scalar_one_or_none()
+
+
+class AdvancedAlchemyBrandGroups(SQLAlchemyAsyncRepository[BrandGroup]):  # type: ignore[misc]
+    """advanced-alchemy's repository for the same model."""
+
+    model_type = BrandGroup
+
+
+def keys() -> itertools.cycle[tuple[str, str, str]]:
+    """Known Brand×Group and model keys, round and round."""
+    return itertools.cycle(
+        (f"Brand {number}", "jeans", f"Model {number % MODELS_PER_GROUP}")
+        for number in range(KEYED_GROUPS)
+    )
+
+
+async def load(url: URL) -> None:
+    """Brand groups for paging, and models for the first KEYED_GROUPS of them."""
+    engine = create_engine(url)
+    async with create_session_factory(engine).begin() as session:
+        await BrandGroupRepository(session).bulk_upsert(
+            {"brand": f"Brand {number}", "group_name": "jeans", "base_price": 25}
+            for number in range(BRAND_GROUPS)
+        )
+        await ModelRepository(session).bulk_upsert(
+            {
+                "brand": f"Brand {number}",
+                "group_name": "jeans",
+                "model": f"Model {variant}",
+                "coefficient": "1.4",
+                "expected_features": ["selvedge"],
+            }
+            for number in range(KEYED_GROUPS)
+            for variant in range(MODELS_PER_GROUP)
+        )
+    await engine.dispose()
+
+
+async def bench_reads(url: URL) -> list[Line]:
+    """Every read-path comparison."""
+    await load(url)
+    raw = await asyncpg.connect(asyncpg_dsn(url))
+    engine = create_engine(url, pool_size=POOL)
+    sessions = create_session_factory(engine)
+    prepared = await raw.prepare(GET_SQL)
+    lines: list[Line] = []
+    async with (
+        PricingLookup(engine) as lookup,
+        PricingLookup(engine, cache_size=KEYED_GROUPS) as cached,
+    ):
+
+        async def raw_get() -> None:
+            for key, _ in zip(keys(), range(CALLS), strict=False):
+                await prepared.fetchrow(*key)
+
+        async def lookup_get() -> None:
+            for key, _ in zip(keys(), range(CALLS), strict=False):
+                await lookup.get(*key)
+
+        hits = [key for key, _ in zip(keys(), range(KEYED_GROUPS), strict=False)]
+
+        async def warm() -> None:
+            for brand, group, model in hits:
+                await cached.get(brand, group, model)
+
+        async def cached_get() -> None:
+            for _ in range(CACHED_CALLS // KEYED_GROUPS):
+                for brand, group, model in hits:
+                    await cached.get(brand, group, model)
+
+        lines += await compare(
+            "lookup.get, uncached",
+            "calls/s",
+            [
+                ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
+                ("PricingLookup.get", CALLS, nothing, lookup_get),
+            ],
+        )
+        lines += await compare(
+            "lookup.get, cached hit",
+            "calls/s",
+            [
+                ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
+                ("PricingLookup.get, cache_size=1000", CACHED_CALLS, warm, cached_get),
+            ],
+        )
+
+        batches = [
+            [key for key, _ in zip(keys(), range(BATCH * n, BATCH * (n + 1)), strict=False)]
+            for n in range(BATCHES)
+        ]
+
+        async def sequential_gets() -> None:
+            for batch in batches:
+                for key in batch:
+                    await lookup.get(*key)
+
+        async def get_many() -> None:
+            for batch in batches:
+                await lookup.get_many(batch)
+
+        lines += await compare(
+            "50 keys at once",
+            "keys/s",
+            [
+                ("50 sequential PricingLookup.get", BATCH * BATCHES, nothing, sequential_gets),
+                ("PricingLookup.get_many", BATCH * BATCHES, nothing, get_many),
+            ],
+        )
+        lines += await bench_concurrent(url, engine)
+    lines += await bench_find(raw, sessions)
+    lines += await bench_paging(sessions)
+    await raw.close()
+    await engine.dispose()
+    return lines
+
+
+async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
+    """32 tasks sharing 10 connections."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=POOL, max_size=POOL)
+    lookup = PricingLookup(engine, pool_size=POOL)
+    await lookup.start()
+
+    async def task_gets(get: Any) -> None:
+        for key, _ in zip(keys(), range(CALLS_PER_TASK), strict=False):
+            await get(*key)
+
+    async def pool_fetchrow(*key: str) -> Any:
+        return await pool.fetchrow(GET_SQL, *key)
+
+    async def raw_pool() -> None:
+        await asyncio.gather(*(task_gets(pool_fetchrow) for _ in range(TASKS)))
+
+    async def lookups() -> None:
+        await asyncio.gather(*(task_gets(lookup.get) for _ in range(TASKS)))
+
+    work = TASKS * CALLS_PER_TASK
+    lines = await compare(
+        "32 tasks, 10 connections",
+        "calls/s",
+        [
+            ("asyncpg pool fetchrow", work, nothing, raw_pool),
+            ("PricingLookup.get", work, nothing, lookups),
+        ],
+    )
+    await lookup.close()
+    await pool.close()
+    return lines
+
+
+async def bench_find(raw: Any, sessions: Any) -> list[Line]:
+    """find_by_brand_and_group returning ORM objects, against the usual ways to write it."""
+    statement = await raw.prepare(FIND_BY_KEY_SQL)
+
+    def calls() -> Any:
+        return ((brand, group) for (brand, group, _), _ in zip(keys(), range(CALLS), strict=False))
+
+    async def raw_find() -> None:
+        for key in calls():
+            await statement.fetchrow(*key)
+
+    async def seed_new_session() -> None:
+        for key in calls():
+            async with sessions() as session:
+                await SeedBrandGroupRepository(session).find_by_brand_and_group(*key)
+
+    async def seed_one_session() -> None:
+        async with sessions() as session:
+            repository = SeedBrandGroupRepository(session)
+            for key in calls():
+                await repository.find_by_brand_and_group(*key)
+
+    async def advanced_alchemy() -> None:
+        async with sessions() as session:
+            repository = AdvancedAlchemyBrandGroups(session=session)
+            for brand, group in calls():
+                await repository.get_one_or_none(brand=brand, group_name=group)
+
+    async def package() -> None:
+        async with sessions() as session:
+            repository = BrandGroupRepository(session)
+            for key in calls():
+                await repository.find_by_brand_and_group(*key)
+
+    return await compare(
+        "find_by_brand_and_group",
+        "calls/s",
+        [
+            ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_find),
+            ("seed ORM code, new session per call", CALLS, nothing, seed_new_session),
+            ("seed ORM code, one session", CALLS, nothing, seed_one_session),
+            ("advanced-alchemy get_one_or_none", CALLS, nothing, advanced_alchemy),
+            ("BrandGroupRepository", CALLS, nothing, package),
+        ],
+    )
+
+
+async def bench_paging(sessions: Any) -> list[Line]:
+    """The 500th keyset page of 100 rows against the first."""
+    async with sessions() as session:
+        repository = BrandGroupRepository(session)
+        cursor = None
+        for _ in range(BRAND_GROUPS // PAGE - 1):
+            cursor = (await repository.get_page(PAGE, after=cursor)).next_cursor
+
+        async def first_pages() -> None:
+            for _ in range(20):
+                await repository.get_page(PAGE)
+                session.expunge_all()
+
+        async def last_pages() -> None:
+            for _ in range(20):
+                page = await repository.get_page(PAGE, after=cursor)
+                assert len(page.items) == PAGE
+                session.expunge_all()
+
+        return await compare(
+            "keyset get_page, 100 rows",
+            "pages/s",
+            [("page 1", 20, nothing, first_pages), ("page 500", 20, nothing, last_pages)],
+        )
