@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import func, select, tuple_
@@ -17,7 +17,12 @@ from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
 from pricing_store.paging import Page, decode_cursor, encode_cursor
 from pricing_store.rows import Item, item_values
-from pricing_store.statements import find_by_key, insert_or_select, upsert_returning_row
+from pricing_store.statements import (
+    RowStatement,
+    find_by_key,
+    insert_or_select,
+    upsert_returning_row,
+)
 from pricing_store.validation import non_negative_int
 
 ModelT = TypeVar("ModelT", BrandGroup, Model)
@@ -70,9 +75,7 @@ class Repository(Generic[ModelT]):
         Raises:
             InvalidValueError: if a value is invalid or a required column is missing.
         """
-        values = item_values(self.model_type, item)
-        statement = upsert_returning_row(self.model_type, frozenset(values))
-        row = await fetch_row(self.session, statement.sql, statement.arguments(values))
+        row, values = await self._write_one(upsert_returning_row, item)
         if row is None:
             # Only when another transaction committed identical data for this key after the
             # statement began; a new statement sees that row.
@@ -89,9 +92,7 @@ class Repository(Generic[ModelT]):
         Raises:
             InvalidValueError: if a value is invalid or a required column is missing.
         """
-        values = item_values(self.model_type, item)
-        statement = insert_or_select(self.model_type, frozenset(values))
-        row = await fetch_row(self.session, statement.sql, statement.arguments(values))
+        row, values = await self._write_one(insert_or_select, item)
         if row is None:
             # The key was inserted by a transaction that committed after this one began.
             return await self._find_existing(values), False
@@ -170,14 +171,30 @@ class Repository(Generic[ModelT]):
         total = await self.session.scalar(select(func.count()).select_from(self.model_type))
         return int(total or 0)
 
+    async def _write_one(
+        self, build: Callable[[Any, frozenset[str]], RowStatement], item: Item
+    ) -> tuple[Sequence[Any] | None, dict[str, Any]]:
+        """Validate `item`, run the one-row statement `build` makes for it; row and values."""
+        values = item_values(self.model_type, item)
+        statement = build(self.model_type, frozenset(values))
+        return await fetch_row(self.session, statement.sql, statement.arguments(values)), values
+
+    def _canonical(self, key: Mapping[str, object]) -> dict[str, str]:
+        """Trim and NFC-normalise the parts of a natural key.
+
+        Raises:
+            InvalidValueError: if a part of the key is not a valid key.
+        """
+        rules = self.model_type.field_rules
+        return {field: rules[field](field, value) for field, value in key.items()}
+
     async def _find_by_key(self, **key: object) -> ModelT | None:
         """Find the row with this natural key, canonicalising it first.
 
         Raises:
             InvalidValueError: if a part of the key is not a valid key.
         """
-        rules = self.model_type.field_rules
-        return await self._find({field: rules[field](field, value) for field, value in key.items()})
+        return await self._find(self._canonical(key))
 
     async def _find(self, values: Mapping[str, Any]) -> ModelT | None:
         """Find the row with the natural key of these canonical values."""
@@ -199,8 +216,7 @@ class Repository(Generic[ModelT]):
         Callers for one key, in any process, queue on a transaction-scoped advisory lock, so
         the second finds what the first stored instead of generating again.
         """
-        rules = self.model_type.field_rules
-        canonical = {field: rules[field](field, value) for field, value in key.items()}
+        canonical = self._canonical(key)
         found = await self._find(canonical)
         if found is not None:
             return found, False
