@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench migrate downgrade migrate-sql revision devdb-stop
+.PHONY: help install test lint format bench demo migrate downgrade migrate-sql revision devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,15 @@ migrate-sql: ## Print the upgrade SQL without connecting (offline mode)
 
 devdb-stop: ## Stop the embedded development database (its data stays in .pgdata/)
 	@$(BIN)/python -m pricing_store.devdb stop
+
+demo: ## Migrate the dev database, load the samples, show lookups and stats
+	@$(WITH_DATABASE) sh -c '\
+	  $(BIN)/alembic upgrade head && \
+	  $(BIN)/pricing-store import examples/pricing_sample.jsonl && \
+	  $(BIN)/pricing-store import examples/models_sample.jsonl && \
+	  $(BIN)/pricing-store lookup "Levi'"'"'s" jeans "Big E" && \
+	  $(BIN)/pricing-store lookup Nike sneakers "Air Jordan 1" --json && \
+	  $(BIN)/pricing-store stats'
 
 revision: ## Create a new revision: make revision m="add something"
 	@test -n "$(m)" || { echo 'usage: make revision m="what it changes"'; exit 2; }

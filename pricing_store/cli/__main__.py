@@ -1,0 +1,3 @@
+from pricing_store.cli import main
+
+main()

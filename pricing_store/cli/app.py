@@ -1,0 +1,348 @@
+"""The `pricing-store` command: load, export, look up, summarise and check pricing data."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pricing_store import devdb
+from pricing_store.cli import report
+from pricing_store.cli.importer import TABLES, check_file, load_file
+from pricing_store.cli.records import FORMATS, format_of, json_line, write_records
+from pricing_store.db import create_engine, create_session_factory
+from pricing_store.lookup import PricingLookup
+from pricing_store.repositories import BrandGroupRepository, ModelRepository
+
+app = typer.Typer(
+    name="pricing-store",
+    help="Load, export, look up, summarise and check the pricing reference data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        help="PostgreSQL URL; default DATABASE_URL, then the local development database.",
+    ),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
+TableName = Annotated[
+    str | None,
+    typer.Option("--table", help="brand_groups or models (import: detected from the fields)."),
+]
+FileFormat = Annotated[
+    str | None, typer.Option("--format", help="jsonl or csv (import: default from the extension).")
+]
+PROGRESS_FROM_LINES = 5_000
+EXPORT_FIELDS = {table: list(model.field_rules) for table, model in TABLES.items()}
+
+
+@app.command("import")
+def import_file(
+    file: Annotated[str, typer.Argument(help="A .jsonl or .csv file, or - for standard input.")],
+    table: TableName = None,
+    file_format: FileFormat = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows validated between event-loop turns.")
+    ] = 10_000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; write nothing.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Load a file into brand_groups or models: every line, or none.
+
+    Every invalid line is reported as FILE:LINE: field: rule, and then nothing is written.
+
+    Example: pricing-store import examples/pricing_sample.jsonl
+    """
+
+    async def action() -> int:
+        check_choice("--table", table, TABLES)
+        check_choice("--format", file_format, FORMATS)
+        with readable_file(file, file_format) as (path, detected):
+            checked = check_file(path, detected, table)
+            for line, field, rule in checked.problems:
+                err.print(f"{file}:{line}: {field}: {rule}")
+            if checked.problems:
+                err.print(f"{len(checked.problems)} invalid line(s); nothing was written")
+                return 1
+            if checked.table is None:
+                err.print(f"{file}: no records")
+                return 0
+            if dry_run:
+                out.print(f"{checked.records} {checked.table} record(s) valid; nothing written")
+                return 0
+            started = time.perf_counter()
+            with progress(checked.records) as advance:
+                result = await load_file(
+                    database(database_url),
+                    path,
+                    detected,
+                    checked.table,
+                    batch_size=batch_size,
+                    advance=advance,
+                )
+            out.print(
+                f"{checked.table}: {result.inserted} inserted, {result.updated} updated, "
+                f"{result.unchanged} unchanged in {time.perf_counter() - started:.1f} s"
+            )
+            return 0
+
+    run(action, debug)
+
+
+@app.command()
+def export(
+    table: TableName = None,
+    file_format: FileFormat = None,
+    database_url: DatabaseUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Write a table to standard output, newest first, in a form `import` reads back.
+
+    Streams with keyset pages, so memory stays flat whatever the table's size.
+
+    Example: pricing-store export --table models --format csv > models.csv
+    """
+
+    async def action() -> int:
+        check_choice("--table", table, TABLES)
+        check_choice("--format", file_format, FORMATS)
+        name = table or "brand_groups"
+        async with engine_for(database_url) as engine, create_session_factory(engine)() as session:
+            repository = (BrandGroupRepository if name == "brand_groups" else ModelRepository)(
+                session
+            )
+            rows = []
+            async for row in repository.iter_all(batch_size=1_000):
+                rows.append({field: getattr(row, field) for field in EXPORT_FIELDS[name]})
+                if len(rows) == 1_000:
+                    write_records(sys.stdout, file_format or "jsonl", EXPORT_FIELDS[name], rows)
+                    rows.clear()
+                    session.expunge_all()
+            write_records(sys.stdout, file_format or "jsonl", EXPORT_FIELDS[name], rows)
+        return 0
+
+    run(action, debug)
+
+
+@app.command()
+def lookup(
+    brand: Annotated[str, typer.Argument(help='The brand, e.g. "Levi\'s".')],
+    group: Annotated[str, typer.Argument(help="The group, e.g. jeans.")],
+    model: Annotated[str | None, typer.Argument(help="The model, e.g. 501.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Show the price reference of a Brand×Group, and of a model in it.
+
+    Example: pricing-store lookup "Levi's" jeans "Big E"
+    """
+
+    async def action() -> int:
+        async with engine_for(database_url) as engine, PricingLookup(engine) as lookups:
+            reference = await lookups.get(brand, group, model)
+        if reference is None:
+            err.print(f"no Brand×Group {brand!r} / {group!r}")
+            return 1
+        fields = dataclasses.asdict(reference)
+        if as_json:
+            print(json_line({key: listed(value) for key, value in fields.items()}))
+            return 0
+        shown = Table(
+            title=" / ".join(filter(None, (reference.brand, reference.group_name, model)))
+        )
+        shown.add_column("field")
+        shown.add_column("value")
+        for key, value in fields.items():
+            shown.add_row(
+                key.replace("_", " "), ", ".join(value) if isinstance(value, tuple) else str(value)
+            )
+        out.print(shown)
+        return 0
+
+    run(action, debug)
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Summarise the data: row counts, brands, groups, price range per group, newest change.
+
+    Example: pricing-store stats --json
+    """
+
+    async def action() -> int:
+        async with engine_for(database_url) as engine:
+            found = await report.stats(engine)
+        if as_json:
+            print(json.dumps(found, default=str))
+            return 0
+        out.print(
+            f"{found['brand_groups']} brand groups ({found['brands']} brands, "
+            f"{found['groups']} groups), {found['models']} models; "
+            f"newest change {found['newest_change'] or 'never'}"
+        )
+        prices = Table("group", "brand groups", "lowest price", "highest price")
+        for row in found["prices_by_group"]:
+            prices.add_row(
+                row["group_name"],
+                str(row["brand_groups"]),
+                str(row["min_price"]),
+                str(row["max_price"]),
+            )
+        out.print(prices)
+        return 0
+
+    run(action, debug)
+
+
+@app.command()
+def check(database_url: DatabaseUrl = None, debug: Debug = False) -> None:
+    """Check that the migration head is applied and the schema matches the models.
+
+    Exits non-zero with a list of the differences otherwise.
+
+    Example: pricing-store check
+    """
+
+    async def action() -> int:
+        async with engine_for(database_url) as engine:
+            found = await report.problems(engine)
+        for problem in found:
+            err.print(problem)
+        if found:
+            return 1
+        out.print("schema matches the models; migrations at head")
+        return 0
+
+    run(action, debug)
+
+
+def run(action: Callable[[], Coroutine[Any, Any, int]], debug: bool) -> None:
+    """Run a command; an error is one clear line (no traceback unless --debug)."""
+    try:
+        code = asyncio.run(action())
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
+    except Exception as error:
+        if debug:
+            raise
+        err.print(f"error: {one_line(error)}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message, with any password hidden."""
+    message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    for password in PASSWORDS:
+        message = message.replace(password, "***")
+    return message
+
+
+PASSWORDS: set[str] = set()
+
+
+def database(option: str | None) -> str:
+    """The URL to use: --database-url or DATABASE_URL, else the local development database."""
+    if option:
+        url = option
+    else:
+        err.print("no DATABASE_URL: using the local development database")
+        url = devdb.ensure_running()
+    password = make_url(url).password
+    if password:
+        PASSWORDS.add(str(password))
+    return url
+
+
+@contextmanager
+def readable_file(file: str, file_format: str | None) -> Iterator[tuple[Path, str]]:
+    """The file to read twice (check, then load), standard input spooled to disk first."""
+    if file != "-":
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{file}: no such file")
+        yield path, format_of(path, file_format)
+        return
+    if file_format is None:
+        raise ValueError("reading standard input needs --format jsonl or csv")
+    with tempfile.NamedTemporaryFile("w", suffix=f".{file_format}", encoding="utf-8") as spool:
+        shutil.copyfileobj(sys.stdin, spool)
+        spool.flush()
+        yield Path(spool.name), file_format
+
+
+@contextmanager
+def progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on standard error, for large files when it is a terminal."""
+    shown = total >= PROGRESS_FROM_LINES and err.is_terminal
+    with Progress(console=err, disable=not shown, transient=True) as bar:
+        task = bar.add_task("importing", total=total)
+        yield lambda count: bar.advance(task, count)
+
+
+class engine_for:  # noqa: N801 - used like a function, as `async with engine_for(url)`
+    """An engine on the command's database, disposed of afterwards."""
+
+    def __init__(self, option: str | None) -> None:
+        self.engine = create_engine(database(option))
+
+    async def __aenter__(self) -> AsyncEngine:
+        return self.engine
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.engine.dispose()
+
+
+def check_choice(option: str, value: str | None, choices: Any) -> None:
+    """Reject a value that is not one of the choices.
+
+    Raises:
+        ValueError: naming the option and its choices.
+    """
+    if value is not None and value not in choices:
+        raise ValueError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def listed(value: Any) -> Any:
+    """Tuples as lists, for JSON."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

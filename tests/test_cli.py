@@ -1,0 +1,245 @@
+"""The `pricing-store` console script, run in a subprocess against real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store import BrandGroupRepository, create_engine
+from tests.conftest import ROOT
+
+SCRIPT = Path(sys.executable).parent / "pricing-store"
+SAMPLES = ROOT / "examples"
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def run_cli(
+    url: URL | str, *arguments: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    text_url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return subprocess.run(
+        [str(SCRIPT), *arguments],
+        env={**os.environ, "DATABASE_URL": text_url},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli(engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]) -> Cli:
+    """Run the command on the test database; the tables are emptied after the test."""
+    return lambda *arguments, stdin=None: run_cli(engine.url, *arguments, stdin=stdin)
+
+
+def stats(cli: Cli) -> dict[str, object]:
+    result = cli("stats", "--json")
+    assert result.returncode == 0, result.stderr
+    found: dict[str, object] = json.loads(result.stdout)
+    return found
+
+
+def test_importing_the_samples_then_looking_up_and_summarising(cli: Cli) -> None:
+    groups = cli("import", str(SAMPLES / "pricing_sample.jsonl"))
+    models = cli("import", str(SAMPLES / "models_sample.jsonl"))
+
+    assert groups.returncode == 0, groups.stderr
+    assert groups.stdout.startswith("brand_groups: 36 inserted, 0 updated, 0 unchanged in ")
+    assert models.stdout.startswith("models: 34 inserted, 0 updated, 0 unchanged in ")
+    found = stats(cli)
+    assert (found["brand_groups"], found["models"], found["brands"]) == (36, 34, 28)
+    looked_up = cli("lookup", "Levi's", "jeans", "Big E", "--json")
+    reference = json.loads(looked_up.stdout)
+    assert reference["coefficient"] == 2.5
+    assert reference["base_price"] == 25
+    assert reference["expected_features"][0] == "selvedge"
+    assert "Levi's / jeans / Big E" in cli("lookup", "Levi's", "jeans", "Big E").stdout
+    again = cli("import", str(SAMPLES / "models_sample.jsonl"))
+    assert again.stdout.startswith("models: 0 inserted, 0 updated, 34 unchanged")
+
+
+def test_every_bad_line_is_reported_and_nothing_is_written(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"brand": "Good", "group_name": "jeans", "base_price": 25}\n'
+        '{"brand": " ", "group_name": "jeans", "base_price": 25}\n'
+        '{"brand": "Cheap", "group_name": "jeans", "base_price": 19.999}\n'
+        "{not json\n"
+        '{"brand": "Fine", "group_name": "jeans", "base_price": "30.50"}\n'
+    )
+
+    result = cli("import", str(bad))
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{bad}:2: brand: must not be empty or blank",
+        f"{bad}:3: base_price: must have at most 2 decimal places",
+        f"{bad}:4: line: is not valid JSON (Expecting property name enclosed in double quotes)",
+        "3 invalid line(s); nothing was written",
+    ]
+    assert stats(cli)["brand_groups"] == 0
+
+
+def test_a_csv_file_with_bad_lines_names_them_too(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "models.csv"
+    bad.write_text(
+        "brand,group_name,model,coefficient,expected_features\n"
+        'Levi\'s,jeans,501,1.4,"[""button_fly""]"\n'
+        "Levi's,jeans,505,9,\n"
+        "Levi's,jeans,Big E,2.5,selvedge\n"
+    )
+
+    result = cli("import", str(bad))
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:2] == [
+        f"{bad}:3: coefficient: must be between 0.5 and 3.0",
+        f"{bad}:4: expected_features: must be a JSON array of strings",
+    ]
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv"])
+async def test_export_then_import_gives_back_identical_data(
+    cli: Cli, engine: AsyncEngine, tmp_path: Path, file_format: str
+) -> None:
+    for sample in ("pricing_sample.jsonl", "models_sample.jsonl"):
+        assert cli("import", str(SAMPLES / sample)).returncode == 0
+    tables = ("brand_groups", "models")
+    exported = {
+        table: cli("export", "--table", table, "--format", file_format).stdout for table in tables
+    }
+    for table, content in exported.items():
+        (tmp_path / f"{table}.{file_format}").write_text(content)
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE public.brand_groups, public.models"))
+
+    for table in tables:
+        result = cli("import", str(tmp_path / f"{table}.{file_format}"), "--table", table)
+        assert result.returncode == 0, result.stderr
+    again = {
+        table: cli("export", "--table", table, "--format", file_format).stdout for table in tables
+    }
+
+    for table in tables:  # the same rows; their order follows the new ids
+        assert sorted(again[table].splitlines()) == sorted(exported[table].splitlines())
+    assert len(exported["models"].splitlines()) == (35 if file_format == "csv" else 34)
+
+
+def test_standard_input_and_dry_run(cli: Cli) -> None:
+    sample = (SAMPLES / "pricing_sample.jsonl").read_text()
+
+    dry = cli("import", "-", "--format", "jsonl", "--dry-run", stdin=sample)
+    assert (dry.returncode, dry.stdout.strip()) == (
+        0,
+        "36 brand_groups record(s) valid; nothing written",
+    )
+    assert stats(cli)["brand_groups"] == 0
+    missing_format = cli("import", "-", stdin=sample)
+    assert missing_format.returncode == 1
+    assert (
+        missing_format.stderr.strip() == "error: reading standard input needs --format jsonl or csv"
+    )
+
+    loaded = cli("import", "-", "--format", "jsonl", stdin=sample)
+    assert loaded.stdout.startswith("brand_groups: 36 inserted")
+
+
+async def test_check_reports_drift_and_missing_migrations(
+    empty_database: URL, run_alembic: Callable[..., None]
+) -> None:
+    run_alembic(empty_database, "upgrade", "head")
+    assert run_cli(empty_database, "check").returncode == 0
+
+    drifted_engine = create_engine(empty_database)
+    async with drifted_engine.begin() as connection:
+        await connection.execute(
+            text("ALTER TABLE public.models ALTER COLUMN coefficient SET DEFAULT 2.0")
+        )
+    await drifted_engine.dispose()
+    run_alembic(empty_database, "downgrade", "-1")
+
+    result = run_cli(empty_database, "check")
+
+    assert result.returncode == 1
+    assert sorted(result.stderr.splitlines()) == [
+        "migrations: database at b7c19e0d4f52, head is 4d2a8f61c0e9 (run make migrate)",
+        "schema differs from the models: add index idx_brand_groups_created_at_id",
+        "schema differs from the models: add index idx_models_created_at_id",
+        "schema differs from the models: models.coefficient default: database has 2.0, "
+        "the models say 1.0",
+    ]
+
+
+def test_errors_are_one_line_and_never_show_the_password() -> None:
+    url = "postgresql://someone:Very-Secret-42@127.0.0.1:1/nowhere"
+
+    result = run_cli(url, "stats")
+    debug = run_cli(url, "stats", "--debug")
+
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+    assert "Very-Secret-42" not in result.stdout + result.stderr
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("command", ["import", "export", "lookup", "stats", "check"])
+def test_every_command_explains_itself_with_an_example(command: str) -> None:
+    result = run_cli("postgresql://unused@127.0.0.1/unused", command, "--help")
+
+    assert result.returncode == 0
+    assert "Example: pricing-store " + command in " ".join(result.stdout.split())
+
+
+def peak_memory_of_import(url: URL, path: Path) -> int:
+    """Peak resident memory (KiB) of `pricing-store import path`, measured by a parent."""
+    measure = (
+        "import resource, subprocess, sys;"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "sys.stderr.write(done.stderr);"
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", measure, str(SCRIPT), "import", str(path)],
+        env={**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    code, peak = result.stdout.split()
+    assert code == "0", result.stderr
+    return int(peak)
+
+
+def write_lines(path: Path, count: int) -> Path:
+    with path.open("w") as stream:
+        for number in range(count):
+            stream.write(
+                f'{{"brand": "Brand {number}", "group_name": "jeans", "base_price": 25.50, '
+                f'"expected_origins": ["USA", "Mexico"], "expected_trends": ["workwear"]}}\n'
+            )
+    return path
+
+
+async def test_a_200k_line_import_runs_in_flat_memory(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    small = peak_memory_of_import(engine.url, write_lines(tmp_path / "small.jsonl", 20_000))
+    large = peak_memory_of_import(engine.url, write_lines(tmp_path / "large.jsonl", 200_000))
+
+    async with session_factory() as session:
+        assert await BrandGroupRepository(session).count() == 200_000
+    # Ten times the lines, a few MiB more at most; holding 200,000 rows would take >100 MiB.
+    assert large < small + 24 * 1024
