@@ -12,11 +12,14 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, pool
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing_store.db import create_engine
 from pricing_store.drift import COMPARE_OPTIONS
+from pricing_store.migrating import blocked_message, serialise_and_bound
 from pricing_store.models import Base
 
 SCHEMA = "public"
@@ -41,10 +44,21 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations(connection: Connection) -> None:
-    """Run the revisions on a sync connection (inside `run_sync` for async drivers)."""
+    """Run the revisions on a sync connection (inside `run_sync` for async drivers).
+
+    One migrator at a time, each table lock waited for at most lock_timeout (see
+    pricing_store.migrating).
+    """
     context.configure(connection=connection, **CONFIGURE_OPTIONS)
     with context.begin_transaction():
-        context.run_migrations()
+        serialise_and_bound(connection)
+        try:
+            context.run_migrations()
+        except DBAPIError as error:
+            message = blocked_message(error)
+            if message is None:
+                raise
+            raise CommandError(message) from error
 
 
 async def run_async_migrations(engine: AsyncEngine) -> None:

@@ -3,18 +3,58 @@
 from __future__ import annotations
 
 import os
+import uuid
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
+import asyncpg
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from pricing_store.errors import InvalidValueError
+from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
 
 DATABASE_URL_VARIABLE = "DATABASE_URL"
 ASYNC_DRIVER = "postgresql+asyncpg"
 ACCEPTED_SCHEMES = frozenset({"postgres", "postgresql", ASYNC_DRIVER})
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+# Seconds to wait for a connection: a server that is gone should fail a call fast.
+CONNECT_TIMEOUT = 10.0
+# Errors that mean the server cannot be reached or dropped the connection.
+UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """How to reach the server with asyncpg directly: its URL and connect() arguments."""
+
+    url: URL
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    pgbouncer: bool = False
+
+    def dsn(self) -> str:
+        """The URL as asyncpg's own connect() reads it (with its password: never print it)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def where(self) -> str:
+        """Host and database, for messages; never the password."""
+        host = self.url.host or self.url.query.get("host") or "localhost"
+        port = f":{self.url.port}" if self.url.port else ""
+        return f"{host}{port}/{self.url.database or ''}"
+
+
+# The driver settings of every engine this module made, for code that reads around it.
+_SETTINGS: weakref.WeakKeyDictionary[Engine, DriverSettings] = weakref.WeakKeyDictionary()
 
 
 def database_url(url: str | URL | None = None) -> URL:
@@ -40,13 +80,92 @@ def database_url(url: str | URL | None = None) -> URL:
     return parsed.set(drivername=ASYNC_DRIVER)
 
 
-def create_engine(url: str | URL | None = None, **options: Any) -> AsyncEngine:
+def driver_settings(url: str | URL | None = None, *, pgbouncer: bool = False) -> DriverSettings:
+    """Split the URL's own flags (`sslmode`, `pgbouncer`) into asyncpg's terms.
+
+    libpq's `sslmode` becomes asyncpg's `ssl` argument (asyncpg.connect has no `sslmode`).
+
+    Raises:
+        InvalidValueError: if the URL is not a PostgreSQL URL or `sslmode` is unknown.
+    """
+    parsed = database_url(url)
+    query = dict(parsed.query)
+    flagged = str(query.pop("pgbouncer", "")).lower() in TRUE_WORDS
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    if "sslmode" in query:
+        mode = str(query.pop("sslmode"))
+        if mode not in SSL_MODES:
+            raise InvalidValueError(
+                "sslmode", f"must be one of {', '.join(SSL_MODES)}, not {mode!r}"
+            )
+        connect_args["ssl"] = mode
+    pgbouncer = pgbouncer or flagged
+    if pgbouncer:
+        # Transaction pooling hands each transaction any server connection: prepared
+        # statements must not outlive a statement, nor be cached by name.
+        connect_args["statement_cache_size"] = 0
+    return DriverSettings(parsed.set(query=query), connect_args, pgbouncer)
+
+
+def settings_of(engine: AsyncEngine) -> DriverSettings:
+    """The driver settings of an engine (made here or not), for reading around it."""
+    found = _SETTINGS.get(engine.sync_engine)
+    return found if found is not None else DriverSettings(engine.url, {"timeout": CONNECT_TIMEOUT})
+
+
+def create_engine(
+    url: str | URL | None = None, *, pgbouncer: bool = False, **options: Any
+) -> AsyncEngine:
     """Create an async engine on asyncpg; `options` go to SQLAlchemy's `create_async_engine`.
+
+    Connections are checked before use (`pool_pre_ping`), so a restarted server or killed
+    connections cost no failed call. `pgbouncer=True` (or `?pgbouncer=true` in the URL)
+    makes it safe behind PgBouncer in transaction mode. A server that cannot be reached
+    raises `DatabaseUnavailableError`.
 
     Raises:
         InvalidValueError: if the URL is missing or not a PostgreSQL URL.
     """
-    return _create_async_engine(database_url(url), **options)
+    settings = driver_settings(url, pgbouncer=pgbouncer)
+    connect_args = dict(settings.connect_args)
+    if settings.pgbouncer:
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = unique_statement_name
+    connect_args.update(options.pop("connect_args", {}))
+    options.setdefault("pool_pre_ping", True)
+    engine = _create_async_engine(settings.url, connect_args=connect_args, **options)
+    _SETTINGS[engine.sync_engine] = settings
+    event.listen(engine.sync_engine, "handle_error", report_unavailable)
+    return engine
+
+
+def unique_statement_name() -> str:
+    """A prepared statement name no other client of a PgBouncer server connection uses."""
+    return f"__pricing_store_{uuid.uuid4().hex}__"
+
+
+def report_unavailable(context: ExceptionContext) -> None:
+    """Turn "cannot reach the server" into DatabaseUnavailableError (never during pre-ping).
+
+    Raises:
+        DatabaseUnavailableError: naming host and database, never the password.
+    """
+    error = context.original_exception
+    if context.is_pre_ping or not (context.is_disconnect or isinstance(error, UNREACHABLE)):
+        return
+    where = settings_of_sync(context.engine).where() if context.engine is not None else "?"
+    raise DatabaseUnavailableError(where, first_line(error)) from error
+
+
+def settings_of_sync(engine: Engine) -> DriverSettings:
+    """The driver settings of a sync engine (see settings_of)."""
+    found = _SETTINGS.get(engine)
+    return found if found is not None else DriverSettings(engine.url)
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message, first line only."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

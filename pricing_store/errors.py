@@ -35,6 +35,15 @@ class DuplicateKeyError(PricingStoreError):
         self.constraint_name = constraint_name
 
 
+class DatabaseUnavailableError(PricingStoreError):
+    """The server cannot be reached, or dropped the connection; retry later."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"database unavailable at {where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
 def translate(error: DBAPIError) -> PricingStoreError | None:
     """Return the package error for a driver error, or None when it has no translation.
 

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.cache import ChangeListener, ReferenceCache
 from pricing_store.connections import ReadPool
-from pricing_store.errors import InvalidValueError
+from pricing_store.db import UNREACHABLE, first_line, settings_of
+from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.models.model import MODEL_RULES
 from pricing_store.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
@@ -84,7 +85,7 @@ class PricingLookup:
             raise InvalidValueError(
                 "bind", "must be an AsyncEngine or a session factory bound to one"
             )
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._settings = settings_of(engine)
         size = getattr(engine.pool, "size", lambda: DEFAULT_POOL_SIZE)()
         self._pool_size = non_negative_int(
             "pool_size", pool_size if pool_size is not None else size
@@ -204,7 +205,17 @@ class PricingLookup:
         return self._pool
 
     async def _connect(self) -> Any:
-        return await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+        settings = self._settings
+        server_settings = dict(SERVER_SETTINGS)
+        if settings.pgbouncer:
+            # PgBouncer refuses startup parameters it does not know.
+            del server_settings["plan_cache_mode"]
+        try:
+            return await asyncpg.connect(
+                settings.dsn(), server_settings=server_settings, **settings.connect_args
+            )
+        except UNREACHABLE as error:
+            raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
 
 
 def cached(cache: ReferenceCache, key: Sequence[Any]) -> Any:
