@@ -135,8 +135,21 @@ def create_engine(
     options.setdefault("pool_pre_ping", True)
     engine = _create_async_engine(settings.url, connect_args=connect_args, **options)
     _SETTINGS[engine.sync_engine] = settings
+    event.listen(engine.sync_engine, "do_connect", connect_or_report(settings))
     event.listen(engine.sync_engine, "handle_error", report_unavailable)
     return engine
+
+
+def connect_or_report(settings: DriverSettings) -> Any:
+    """A `do_connect` hook: connect as SQLAlchemy would, reporting an unreachable server."""
+
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except UNREACHABLE as error:
+            raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
+
+    return connect
 
 
 def unique_statement_name() -> str:

