@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import Connection, text
@@ -14,7 +20,8 @@ from sqlalchemy.pool import NullPool
 
 from pricing_store.db import create_engine
 from pricing_store.drift import schema_differences
-from tests.conftest import alembic_config
+from tests.conftest import ROOT, alembic_config
+from tests.provision import asyncpg_dsn
 
 RunAlembic = Callable[..., None]
 
@@ -367,3 +374,62 @@ async def test_drift_is_reported_when_the_database_differs(
         for difference in differences
     }
     assert kinds == {"add_index", "modify_default"}
+
+
+def alembic_process(url: URL, *arguments: str, **environment: str) -> subprocess.Popen[str]:
+    """`alembic ...` in a process of its own, as an operator's `make migrate` runs it."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "alembic"), *arguments],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": url.render_as_string(hide_password=False),
+            **environment,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_migrators_started_together_apply_each_revision_once(empty_database: URL) -> None:
+    migrators = [alembic_process(empty_database, "upgrade", "head") for _ in range(3)]
+    outputs = [migrator.communicate(timeout=120) for migrator in migrators]
+
+    assert [migrator.returncode for migrator in migrators] == [0, 0, 0]
+    applied = "".join(stderr for _, stderr in outputs)
+    for revision in ("-> 3f1c2a9b7d10", "-> 8e4d5b6c2a31", "-> b7c19e0d4f52", "-> 4d2a8f61c0e9"):
+        assert applied.count(revision) == 1
+    assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
+        (HEAD,)
+    ]
+
+
+async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
+    empty_database: URL, run_alembic: RunAlembic
+) -> None:
+    run_alembic(empty_database, "upgrade", SEED_TABLES)
+    holder = await asyncpg.connect(asyncpg_dsn(empty_database))
+    reader = holder.transaction()
+    await reader.start()
+    await holder.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+
+    started = time.monotonic()
+    migrator = alembic_process(
+        empty_database, "upgrade", "head", PRICING_STORE_MIGRATION_LOCK_TIMEOUT="1s"
+    )
+    _, stderr = migrator.communicate(timeout=60)
+    waited = time.monotonic() - started
+    await reader.rollback()
+    await holder.close()
+
+    assert migrator.returncode != 0
+    assert (
+        "FAILED: migration stopped: a table stayed locked by another transaction for longer "
+        "than lock_timeout=1s; nothing was changed" in " ".join(stderr.split())
+    )
+    assert "Traceback" not in stderr
+    assert waited < 30
+    assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
+        (SEED_TABLES,)
+    ]
