@@ -425,7 +425,7 @@ async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
 
     assert migrator.returncode != 0
     assert (
-        "FAILED: migration stopped: a table stayed locked by another transaction for longer "
+        "migration stopped: a table stayed locked by another transaction for longer "
         "than lock_timeout=1s; nothing was changed" in " ".join(stderr.split())
     )
     assert "Traceback" not in stderr
