@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench demo migrate downgrade migrate-sql revision devdb-stop
+.PHONY: help install test lint format bench demo migrate downgrade migrate-sql revision roles devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ demo: ## Migrate the dev database, load the samples, show lookups and stats
 	  $(BIN)/pricing-store lookup "Levi'"'"'s" jeans "Big E" && \
 	  $(BIN)/pricing-store lookup Nike sneakers "Air Jordan 1" --json && \
 	  $(BIN)/pricing-store stats'
+
+roles: ## Create the owner and app roles (pricing_store/roles.sql) on DATABASE_URL, as an admin
+	@$(WITH_DATABASE) $(BIN)/python -m pricing_store.roles
 
 revision: ## Create a new revision: make revision m="add something"
 	@test -n "$(m)" || { echo 'usage: make revision m="what it changes"'; exit 2; }
