@@ -93,6 +93,12 @@ class PricingLookup:
         if self._pool_size == 0:
             raise InvalidValueError("pool_size", "must be at least 1")
         cache_size = non_negative_int("cache_size", cache_size)
+        if cache_size and self._settings.pgbouncer:
+            raise InvalidValueError(
+                "cache_size",
+                "needs LISTEN, which PgBouncer's transaction mode does not carry: "
+                "give a caching lookup an engine on the server itself",
+            )
         self._cache = ReferenceCache(cache_size) if cache_size else None
         self._pool: ReadPool | None = None
         self._listener: ChangeListener | None = None

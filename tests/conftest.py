@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pricing_store.db import create_engine, create_session_factory
 from tests.provision import (
     NoServerError,
     OwnServer,
+    pgbouncer_in_front_of,
     postgres_server,
     server_source,
     throwaway_database,
@@ -126,3 +128,22 @@ async def own_database(own_server: OwnServer, run_alembic: Callable[..., None]) 
     """The own server's `postgres` database, migrated to head."""
     run_alembic(own_server.url, "upgrade", "head")
     return own_server.url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(server_url: URL) -> Iterator[URL]:
+    """A real PgBouncer in transaction mode in front of the test server (its admin URL).
+
+    Without the binary the tests that need it skip, except under CI, where they fail.
+    """
+    binary = shutil.which("pgbouncer") or next(
+        (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if Path(path).exists()),
+        None,
+    )
+    if binary is None:
+        message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with pgbouncer_in_front_of(server_url, binary) as url:
+        yield url

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -144,3 +149,59 @@ class OwnServer:
 
     def _pg_ctl(self, *arguments: str) -> None:
         self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._server.system_user)
+
+
+@contextlib.contextmanager
+def pgbouncer_in_front_of(server: URL, binary: str) -> Iterator[URL]:
+    """A PgBouncer in transaction mode in front of `server`; yields its admin URL."""
+    directory = Path(tempfile.mkdtemp(prefix="pricing-store-pgbouncer-"))
+    directory.chmod(0o777)  # PgBouncer refuses to run as root, so it may be another user
+    socket_directory = server.query.get("host")
+    backend = f"host={socket_directory or server.host} port={server.port or 5432}"
+    port = free_port()
+    users = directory / "users.txt"
+    users.write_text(f'"{server.username or "postgres"}" ""\n')
+    config = directory / "pgbouncer.ini"
+    config.write_text(
+        f"[databases]\n* = {backend}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {users}\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 8\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {directory / 'pgbouncer.log'}\npidfile = {directory / 'pgbouncer.pid'}\n"
+    )
+    for path in (users, config):
+        path.chmod(0o644)
+    command = [binary, str(config)]
+    if os.geteuid() == 0:
+        owner = Path(str(socket_directory)).stat().st_uid if socket_directory else None
+        command += ["-u", pwd.getpwuid(owner).pw_name if owner else "nobody"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process)
+        yield server.set(host="127.0.0.1", port=port, query={})
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until something accepts connections on the port (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"pgbouncer exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,16 +20,9 @@ from pricing_store import (
 )
 from pricing_store.errors import DatabaseUnavailableError
 from tests.factories import brand_group
-from tests.provision import OwnServer, asyncpg_dsn
+from tests.provision import OwnServer, asyncpg_dsn, free_port
 
 PASSWORD = "Canary-Pw-7731"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def with_password(url: URL) -> URL:
