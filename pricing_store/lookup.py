@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.cache import ChangeListener, ReferenceCache
 from pricing_store.connections import ReadPool
-from pricing_store.db import UNREACHABLE, first_line, settings_of
+from pricing_store.db import UNREACHABLE, DriverSettings, first_line, settings_of
 from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.models.model import MODEL_RULES
@@ -67,6 +67,7 @@ class PricingLookup:
         *,
         cache_size: int = 0,
         pool_size: int | None = None,
+        listen_to: AsyncEngine | None = None,
     ) -> None:
         """Prepare the lookup; nothing connects before `start` (or `async with`).
 
@@ -76,6 +77,9 @@ class PricingLookup:
             cache_size: How many references to keep in memory; 0 keeps none.
             pool_size: How many connections reads may use at once; the engine's pool size
                 by default.
+            listen_to: With a cache, the engine to hear changes from, when reads do not
+                go to the primary itself: standbys and PgBouncer's transaction mode carry
+                no notifications. `bind` by default.
 
         Raises:
             InvalidValueError: if `cache_size` or `pool_size` is not a valid size.
@@ -93,11 +97,12 @@ class PricingLookup:
         if self._pool_size == 0:
             raise InvalidValueError("pool_size", "must be at least 1")
         cache_size = non_negative_int("cache_size", cache_size)
-        if cache_size and self._settings.pgbouncer:
+        self._listen_settings = settings_of(listen_to) if listen_to else self._settings
+        if cache_size and self._listen_settings.pgbouncer:
             raise InvalidValueError(
                 "cache_size",
                 "needs LISTEN, which PgBouncer's transaction mode does not carry: "
-                "give a caching lookup an engine on the server itself",
+                "pass listen_to=an engine on the primary itself",
             )
         self._cache = ReferenceCache(cache_size) if cache_size else None
         self._pool: ReadPool | None = None
@@ -120,7 +125,7 @@ class PricingLookup:
         if self._pool is None:
             self._pool = ReadPool(self._connect, self._pool_size)
         if self._cache is not None and self._listener is None:
-            listener = ChangeListener(self._connect, self._cache)
+            listener = ChangeListener(self._connect_listener, self._cache)
             await listener.start()
             self._listener = listener
 
@@ -211,17 +216,28 @@ class PricingLookup:
         return self._pool
 
     async def _connect(self) -> Any:
-        settings = self._settings
-        server_settings = dict(SERVER_SETTINGS)
-        if settings.pgbouncer:
-            # PgBouncer refuses startup parameters it does not know.
-            del server_settings["plan_cache_mode"]
-        try:
-            return await asyncpg.connect(
-                settings.dsn(), server_settings=server_settings, **settings.connect_args
-            )
-        except UNREACHABLE as error:
-            raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
+        return await connect(self._settings)
+
+    async def _connect_listener(self) -> Any:
+        return await connect(self._listen_settings)
+
+
+async def connect(settings: DriverSettings) -> Any:
+    """A connection for the lookup, named and planned for key lookups.
+
+    Raises:
+        DatabaseUnavailableError: if the server cannot be reached.
+    """
+    server_settings = dict(SERVER_SETTINGS)
+    if settings.pgbouncer:
+        # PgBouncer refuses startup parameters it does not know.
+        del server_settings["plan_cache_mode"]
+    try:
+        return await asyncpg.connect(
+            settings.dsn(), server_settings=server_settings, **settings.connect_args
+        )
+    except UNREACHABLE as error:
+        raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
 
 
 def cached(cache: ReferenceCache, key: Sequence[Any]) -> Any:

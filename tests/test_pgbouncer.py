@@ -87,3 +87,27 @@ def test_a_caching_lookup_refuses_pgbouncer(through_pgbouncer: URL) -> None:
 
     with pytest.raises(InvalidValueError, match=r"^cache_size: .*LISTEN"):
         PricingLookup(engine, cache_size=100)
+
+
+async def test_a_caching_lookup_reads_through_pgbouncer_and_listens_to_the_server(
+    through_pgbouncer: URL, engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    pooled = create_engine(through_pgbouncer, pgbouncer=True)
+    async with session_factory.begin() as session:
+        await BrandGroupRepository(session).create(brand_group())
+
+    async with PricingLookup(pooled, cache_size=10, listen_to=engine) as lookup:
+        before = await lookup.get("Levi's", "jeans")
+        async with session_factory.begin() as session:
+            await BrandGroupRepository(session).upsert(brand_group(base_price=40))
+        for _ in range(100):
+            after = await lookup.get("Levi's", "jeans")
+            if after is not None and after.base_price == 40:
+                break
+            await asyncio.sleep(0.01)
+
+    assert before is not None
+    assert before.base_price == 25
+    assert after is not None
+    assert after.base_price == 40
+    await pooled.dispose()
