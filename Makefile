@@ -16,8 +16,8 @@ install: ## Create .venv and install the package (editable) with the dev extra
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
-test: ## Run the test suite on a real PostgreSQL (see README: Tests)
-	$(BIN)/pytest
+test: ## Run the test suite on a real PostgreSQL (see README: Tests); PYTEST_ARGS=... to narrow
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: ## ruff check, ruff format --check and mypy --strict
 	$(BIN)/ruff check .

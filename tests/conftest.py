@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import create_engine, create_session_factory
+from pricing_store.roles import APP, create_roles
 from tests.provision import (
     NoServerError,
     OwnServer,
@@ -26,6 +27,7 @@ from tests.provision import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+AS_APP_ROLE = os.environ.get("PRICING_STORE_TEST_ROLE") == "app"
 
 
 def alembic_config(connection: Any = None) -> Config:
@@ -60,14 +62,36 @@ def server_url() -> Iterator[URL]:
 
 
 @pytest.fixture(scope="session")
-async def engine(server_url: URL) -> AsyncIterator[AsyncEngine]:
-    """An engine on this run's own database, migrated to head; dropped after the run."""
+async def admin_url(server_url: URL) -> AsyncIterator[URL]:
+    """This run's own database, migrated to head, as its administrator; dropped afterwards.
+
+    With PRICING_STORE_TEST_ROLE=app the least-privilege roles are created in it too, and
+    `engine` connects as the app role (the server must trust it, as local servers do).
+    """
     async with throwaway_database(server_url) as url:
-        engine = create_engine(url)
-        async with engine.begin() as connection:
+        admin = create_engine(url)
+        async with admin.begin() as connection:
             await connection.run_sync(upgrade_head)
-        yield engine
-        await engine.dispose()
+        await admin.dispose()
+        if AS_APP_ROLE:
+            await create_roles(url.render_as_string(hide_password=False))
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(admin_url: URL) -> AsyncIterator[AsyncEngine]:
+    """The engine the package is used through: the administrator's, or the app role's."""
+    engine = create_engine(admin_url.set(username=APP, password=None) if AS_APP_ROLE else admin_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def admin_engine(admin_url: URL) -> AsyncIterator[AsyncEngine]:
+    """For what tests do behind the package's back (emptying tables, raw changes)."""
+    engine = create_engine(admin_url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture
@@ -87,10 +111,12 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-async def session_factory(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def session_factory(
+    engine: AsyncEngine, admin_engine: AsyncEngine
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """Independent sessions that really commit, for concurrency tests; tables emptied after."""
     yield create_session_factory(engine)
-    async with engine.begin() as connection:
+    async with admin_engine.begin() as connection:
         await connection.execute(text("TRUNCATE public.brand_groups, public.models"))
 
 

@@ -43,9 +43,9 @@ async def stored(session_factory: async_sessionmaker[AsyncSession]) -> None:
 
 
 @pytest.fixture
-async def raw(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+async def raw(admin_engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A connection of another client, for changes the lookup did not make."""
-    connection = await asyncpg.connect(asyncpg_dsn(engine.url))
+    connection = await asyncpg.connect(asyncpg_dsn(admin_engine.url))
     yield connection
     await connection.close()
 
