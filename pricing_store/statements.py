@@ -14,7 +14,6 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, select
-from sqlalchemy.dialects.postgresql import JSONB
 
 from pricing_store.models import BrandGroup, Model
 
@@ -137,8 +136,3 @@ def key_equals_arguments(model_type: ModelType, given: tuple[str, ...]) -> str:
 def joined(parts: Iterable[str]) -> str:
     """Comma-separated SQL fragments."""
     return ", ".join(parts)
-
-
-def is_list(model_type: ModelType, field: str) -> bool:
-    """Whether the column holds a JSONB list of strings."""
-    return isinstance(table_of(model_type).c[field].type, JSONB)
