@@ -21,10 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pricing_store.errors import InvalidValueError
 from pricing_store.rows import at_position, item_values
-from pricing_store.statements import ModelType, joined, on_conflict_update, table_of
+from pricing_store.statements import (
+    ModelType,
+    joined,
+    on_conflict_update,
+    table_of,
+    updatable_fields,
+)
 
 DEFAULT_BATCH_SIZE = 10_000
 STAGING = "pricing_store_staging"
+SOURCE = "pricing_store_source"
 POSITION = "position"
 
 
@@ -61,8 +68,14 @@ async def bulk_upsert(
         await driver.copy_records_to_table(STAGING, records=records, columns=records.columns)
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged
-        total, inserted, updated = (await connection.execute(merge_sql(model_type))).one()
-        await connection.execute(text(f"DROP TABLE {STAGING}"))
+        statements = merge_statements(model_type)
+        for statement in statements.prepare:
+            await connection.execute(text(statement))
+        total = (await connection.execute(text(statements.count))).scalar_one()
+        updated = (await connection.execute(text(statements.update))).rowcount
+        inserted, raced = (await connection.execute(text(statements.insert))).one()
+        await connection.execute(text(f"DROP TABLE {STAGING}, {SOURCE}"))
+    updated += raced
     return UpsertResult(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
 
 
@@ -112,32 +125,58 @@ def staging_ddl(model_type: ModelType) -> str:
     )
 
 
-@cache
-def merge_sql(model_type: ModelType) -> Any:
-    """Upsert the staged rows, the last item per key, and count what happened.
+@dataclass(frozen=True)
+class MergeStatements:
+    """The set-based upsert of the staged rows, in steps PostgreSQL plans well."""
 
-    Returns (distinct keys, inserted, updated); `xmax` is 0 on a freshly inserted row
-    version and set on an updated one.
+    prepare: tuple[str, ...]
+    count: str
+    update: str
+    insert: str
+
+
+@cache
+def merge_statements(model_type: ModelType) -> MergeStatements:
+    """Upsert the staged rows, the last item per key, counting what happened.
+
+    Existing keys are updated by one join and new keys inserted by another, which costs
+    PostgreSQL less than `ON CONFLICT` probing every row. The insert still carries
+    `ON CONFLICT`, for keys another transaction inserted meanwhile; it returns
+    `xmax = 0`, true for a freshly inserted row and false for an updated one.
     """
     target = table_of(model_type)
     fields = list(model_type.field_rules)
+    data = updatable_fields(model_type)
     key = joined(model_type.natural_key)
-    return text(f"""
-        WITH source AS (
-            SELECT DISTINCT ON ({key}) {joined(staged_value(target.c[field]) for field in fields)}
-            FROM {STAGING}
-            ORDER BY {key}, {POSITION} DESC
-        ), written AS (
-            INSERT INTO {target.fullname} AS target ({joined(fields)})
-            SELECT {joined(fields)} FROM source
-            {on_conflict_update(model_type)}
-            RETURNING xmax = 0 AS inserted
-        )
-        SELECT (SELECT count(*) FROM source),
-               count(*) FILTER (WHERE inserted),
-               count(*) FILTER (WHERE NOT inserted)
-        FROM written
-    """)
+    same_key = " AND ".join(f"target.{field} = source.{field}" for field in model_type.natural_key)
+    values = joined(staged_value(target.c[field]) for field in fields)
+    return MergeStatements(
+        prepare=(
+            f"CREATE TEMPORARY TABLE {SOURCE} ON COMMIT DROP AS "
+            f"SELECT DISTINCT ON ({key}) {values} "
+            f"FROM {STAGING} ORDER BY {key}, {POSITION} DESC",
+            f"ANALYZE {SOURCE}",  # a fresh table has no statistics to plan the joins with
+        ),
+        count=f"SELECT count(*) FROM {SOURCE}",
+        update=(
+            f"UPDATE {target.fullname} AS target "
+            f"SET {joined(f'{field} = source.{field}' for field in data)}, updated_at = now() "
+            f"FROM {SOURCE} AS source WHERE {same_key} "
+            f"AND ({joined(f'target.{field}' for field in data)}) "
+            f"IS DISTINCT FROM ({joined(f'source.{field}' for field in data)})"
+        ),
+        insert=f"""
+            WITH written AS (
+                INSERT INTO {target.fullname} AS target ({joined(fields)})
+                SELECT {joined(fields)} FROM {SOURCE} AS source
+                WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {same_key})
+                {on_conflict_update(model_type)}
+                RETURNING xmax = 0 AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+            FROM written
+        """,
+    )
 
 
 def staged_value(target: Column[Any]) -> str:
