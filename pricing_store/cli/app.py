@@ -10,8 +10,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -315,17 +315,14 @@ def progress(total: int) -> Iterator[Callable[[int], None]]:
         yield lambda count: bar.advance(task, count)
 
 
-class engine_for:  # noqa: N801 - used like a function, as `async with engine_for(url)`
+@asynccontextmanager
+async def engine_for(option: str | None) -> AsyncIterator[AsyncEngine]:
     """An engine on the command's database, disposed of afterwards."""
-
-    def __init__(self, option: str | None) -> None:
-        self.engine = create_engine(database(option))
-
-    async def __aenter__(self) -> AsyncEngine:
-        return self.engine
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.engine.dispose()
+    engine = create_engine(database(option))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def check_choice(option: str, value: str | None, choices: Any) -> None:
