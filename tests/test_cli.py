@@ -136,6 +136,19 @@ async def test_export_then_import_gives_back_identical_data(
     assert len(exported["models"].splitlines()) == (35 if file_format == "csv" else 34)
 
 
+@pytest.mark.parametrize("file_format", ["jsonl", "csv"])
+def test_a_large_export_reads_back(cli: Cli, tmp_path: Path, file_format: str) -> None:
+    source = write_lines(tmp_path / "rows.jsonl", 2_500)
+    assert cli("import", str(source)).returncode == 0
+
+    exported = tmp_path / f"export.{file_format}"
+    exported.write_text(cli("export", "--format", file_format).stdout)
+    again = cli("import", str(exported))
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("brand_groups: 0 inserted, 0 updated, 2500 unchanged")
+
+
 def test_standard_input_and_dry_run(cli: Cli) -> None:
     sample = (SAMPLES / "pricing_sample.jsonl").read_text()
 

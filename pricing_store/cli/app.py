@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pricing_store import devdb
 from pricing_store.cli import report
 from pricing_store.cli.importer import TABLES, check_file, load_file
-from pricing_store.cli.records import FORMATS, format_of, json_line, write_records
+from pricing_store.cli.records import FORMATS, RecordWriter, format_of, json_line
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.lookup import PricingLookup
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
@@ -58,6 +58,7 @@ FileFormat = Annotated[
     str | None, typer.Option("--format", help="jsonl or csv (import: default from the extension).")
 ]
 PROGRESS_FROM_LINES = 5_000
+EXPORT_PAGE = 1_000
 EXPORT_FIELDS = {table: list(model.field_rules) for table, model in TABLES.items()}
 
 
@@ -139,15 +140,15 @@ def export(
             repository = (BrandGroupRepository if name == "brand_groups" else ModelRepository)(
                 session
             )
-            rows = []
-            async for row in repository.iter_all(batch_size=1_000):
-                rows.append({field: getattr(row, field) for field in EXPORT_FIELDS[name]})
-                if len(rows) == 1_000:
-                    write_records(sys.stdout, file_format or "jsonl", EXPORT_FIELDS[name], rows)
-                    rows.clear()
-                    session.expunge_all()
-            write_records(sys.stdout, file_format or "jsonl", EXPORT_FIELDS[name], rows)
-        return 0
+            fields = EXPORT_FIELDS[name]
+            writer = RecordWriter(sys.stdout, file_format or "jsonl", fields)
+            page = await repository.get_page(EXPORT_PAGE)
+            while True:
+                writer.write({field: getattr(row, field) for field in fields} for row in page.items)
+                session.expunge_all()  # keep memory flat: rows written are let go
+                if page.next_cursor is None:
+                    return 0
+                page = await repository.get_page(EXPORT_PAGE, after=page.next_cursor)
 
     run(action, debug)
 

@@ -111,22 +111,26 @@ def json_value(value: Any) -> str:
     return str(value) if isinstance(value, Decimal) else json.dumps(value, ensure_ascii=False)
 
 
-def write_records(
-    stream: TextIO, file_format: str, fields: list[str], rows: Iterable[Mapping[str, Any]]
-) -> None:
-    """Write rows in a form `read_records` reads back to the same values."""
-    if file_format == "csv":
-        writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
+class RecordWriter:
+    """Writes rows in a form `read_records` reads back to the same values, page by page."""
+
+    def __init__(self, stream: TextIO, file_format: str, fields: list[str]) -> None:
+        self.stream = stream
+        self.fields = fields
+        self.csv = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+        self.is_csv = file_format == "csv"
+        if self.is_csv:
+            self.csv.writeheader()
+
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows."""
         for row in rows:
-            writer.writerow(
-                {
-                    field: json.dumps(row[field], ensure_ascii=False)
-                    if field in LIST_FIELDS
-                    else row[field]
-                    for field in fields
-                }
-            )
-    else:
-        for row in rows:
-            stream.write(json_line({field: row[field] for field in fields}) + "\n")
+            if self.is_csv:
+                self.csv.writerow({field: self.cell(field, row[field]) for field in self.fields})
+            else:
+                self.stream.write(json_line({field: row[field] for field in self.fields}) + "\n")
+
+    @staticmethod
+    def cell(field: str, value: Any) -> Any:
+        """A CSV cell: list columns as a JSON array."""
+        return json.dumps(value, ensure_ascii=False) if field in LIST_FIELDS else value
