@@ -8,6 +8,7 @@ committed change, from any client, empties within moments (see `cache`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +33,8 @@ SERVER_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
 }
 MISSING = object()
+# How many keys' canonical forms to remember (a few MB at most; see `remembered_key`).
+REMEMBERED_KEYS = 65_536
 
 # A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
 GET_SQL = f"""
@@ -156,7 +159,8 @@ class PricingLookup:
                 return hit  # type: ignore[no-any-return]
         key = canonical_key(brand, group, model)
         generation = cache.generation if cache is not None else 0
-        rows = await (await self._read_pool()).fetch(GET_SQL, *key)
+        pool = self._pool or await self._started_pool()
+        rows = await pool.fetch(GET_SQL, *key)
         reference = reference_from_row(rows[0], key[2]) if rows else None
         if cache is not None:
             cache.put((brand, group, model), reference, generation)
@@ -174,17 +178,17 @@ class PricingLookup:
             InvalidValueError: naming the key's position, if a key is not valid.
         """
         cache = self._cache
-        active = cache is not None and cache.active
+        hits: dict[Any, Any] = cache.entries if cache is not None and cache.active else {}
         found: dict[Any, PriceReference | None] = {}
         wanted: dict[Key, list[Any]] = {}
         for position, key in enumerate(keys):
-            if key in found:
-                continue
-            hit = cached(cache, padded(key)) if cache is not None and active else MISSING
+            # First, so that a key that is no tuple of strings fails here, hashable or not.
+            canonical = canonical_position(position, key)
+            hit = hits.get(padded(key), MISSING)
             if hit is not MISSING:
-                found[key] = hit  # type: ignore[assignment]
-                continue
-            wanted.setdefault(canonical_position(position, key), []).append(key)
+                found[key] = hit
+            else:
+                wanted.setdefault(canonical, []).append(key)
         if wanted:
             await self._fetch_many(wanted, found)
         return found
@@ -193,12 +197,9 @@ class PricingLookup:
         cache = self._cache
         generation = cache.generation if cache is not None else 0
         canonical = list(wanted)
-        rows = await (await self._read_pool()).fetch(
-            GET_MANY_SQL,
-            [key[0] for key in canonical],
-            [key[1] for key in canonical],
-            [key[2] for key in canonical],
-        )
+        brands, groups, models = zip(*canonical, strict=True)
+        pool = self._pool or await self._started_pool()
+        rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
         for row in rows:
             key = canonical[row[0] - 1]
@@ -209,9 +210,8 @@ class PricingLookup:
                 if cache is not None:
                     cache.put(padded(original), by_key.get(key), generation)
 
-    async def _read_pool(self) -> ReadPool:
-        if self._pool is None:
-            await self.start()
+    async def _started_pool(self) -> ReadPool:
+        await self.start()
         assert self._pool is not None
         return self._pool
 
@@ -240,14 +240,6 @@ async def connect(settings: DriverSettings) -> Any:
         raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
 
 
-def cached(cache: ReferenceCache, key: Sequence[Any]) -> Any:
-    """The cached value for a key as passed, or MISSING (also for an unhashable key)."""
-    try:
-        return cache.entries.get(key, MISSING)
-    except TypeError:
-        return MISSING
-
-
 def padded(key: Sequence[Any]) -> tuple[Any, ...]:
     """A two-part key with its model (None) made explicit, so both spellings share entries."""
     return (key[0], key[1], None) if len(key) == 2 else tuple(key)
@@ -259,11 +251,25 @@ def canonical_key(brand: object, group: object, model: object) -> Key:
     Raises:
         InvalidValueError: if a part is not a valid key.
     """
+    try:
+        return remembered_key(brand, group, model)
+    except TypeError:  # an unhashable part, so not a string: let the rules say so
+        return canonicalised(brand, group, model)
+
+
+def canonicalised(brand: object, group: object, model: object) -> Key:
+    """The canonical key, worked out afresh."""
     return (
         BRAND_GROUP_RULES["brand"]("brand", brand),
         BRAND_GROUP_RULES["group_name"]("group_name", group),
         None if model is None else MODEL_RULES["model"]("model", model),
     )
+
+
+# Canonicalising costs more than a cache hit, and the pricing algorithm asks for the same
+# few thousand keys again and again: their canonical forms are remembered (invalid keys,
+# which raise, are not).
+remembered_key = lru_cache(maxsize=REMEMBERED_KEYS, typed=True)(canonicalised)
 
 
 def canonical_position(position: int, key: object) -> Key:

@@ -142,6 +142,13 @@ async def test_bad_keys_are_rejected(engine: AsyncEngine) -> None:
             await lookup.get_many([("a", "b"), ("a", "b", "c\x00")])
         with pytest.raises(InvalidValueError, match=r"^keys\[0\]: must be a \(brand, group"):
             await lookup.get_many(["Levi's jeans"])  # type: ignore[list-item]
+        # Unhashable keys and parts get the same clear error, cached lookups or not.
+        with pytest.raises(InvalidValueError, match=r"^keys\[1\]: must be a \(brand, group"):
+            await lookup.get_many([("a", "b"), ["a", "b"]])  # type: ignore[list-item]
+        with pytest.raises(InvalidValueError, match=r"^keys\[0\]\.group_name: must be a string"):
+            await lookup.get_many([("a", ["b"])])  # type: ignore[list-item]
+        with pytest.raises(InvalidValueError, match=r"^brand: must be a string, not list"):
+            await lookup.get(["a"], "b")  # type: ignore[arg-type]
     with pytest.raises(InvalidValueError, match=r"^cache_size: must not be negative"):
         PricingLookup(engine, cache_size=-1)
 
