@@ -17,9 +17,10 @@ from typing import Any
 
 from sqlalchemy import Column, DefaultClause, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pricing_store.errors import InvalidValueError
+from pricing_store.errors import UNIQUE_VIOLATION, InvalidValueError
 from pricing_store.rows import at_position, item_values
 from pricing_store.statements import (
     ModelType,
@@ -69,13 +70,21 @@ async def bulk_upsert(
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged
         statements = merge_statements(model_type)
-        for statement in statements.prepare:
-            await connection.execute(text(statement))
-        total = (await connection.execute(text(statements.count))).scalar_one()
+        total = (await connection.execute(text(statements.source))).rowcount
+        await connection.execute(text(statements.analyze))
         updated = (await connection.execute(text(statements.update))).rowcount
-        inserted, raced = (await connection.execute(text(statements.insert))).one()
+        try:
+            async with session.begin_nested():
+                # The savepoint is set as the session hands out its connection.
+                insert = await (await session.connection()).execute(text(statements.insert))
+                inserted = insert.rowcount
+        except IntegrityError as error:
+            if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            # Another transaction committed some of these keys meanwhile: merge with them.
+            inserted, raced = (await connection.execute(text(statements.insert_racing))).one()
+            updated += raced
         await connection.execute(text(f"DROP TABLE {STAGING}, {SOURCE}"))
-    updated += raced
     return UpsertResult(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
 
 
@@ -103,7 +112,7 @@ class StagedRecords:
             except InvalidValueError as error:
                 self.error = at_position(position, error)
                 return
-            yield (position, *(values.get(field) for field in self.fields))
+            yield (position, *map(values.get, self.fields))
             if position % self.batch_size == self.batch_size - 1:
                 await asyncio.sleep(0)
 
@@ -129,10 +138,11 @@ def staging_ddl(model_type: ModelType) -> str:
 class MergeStatements:
     """The set-based upsert of the staged rows, in steps PostgreSQL plans well."""
 
-    prepare: tuple[str, ...]
-    count: str
+    source: str
+    analyze: str
     update: str
     insert: str
+    insert_racing: str
 
 
 @cache
@@ -140,9 +150,10 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
     """Upsert the staged rows, the last item per key, counting what happened.
 
     Existing keys are updated by one join and new keys inserted by another, which costs
-    PostgreSQL less than `ON CONFLICT` probing every row. The insert still carries
-    `ON CONFLICT`, for keys another transaction inserted meanwhile; it returns
-    `xmax = 0`, true for a freshly inserted row and false for an updated one.
+    PostgreSQL less than `ON CONFLICT` probing every row. Should another transaction
+    commit one of the new keys meanwhile, the insert fails on the unique constraint and
+    `insert_racing` runs instead, with `ON CONFLICT`; it returns `xmax = 0`, true for a
+    freshly inserted row and false for an updated one.
     """
     target = table_of(model_type)
     fields = list(model_type.field_rules)
@@ -150,14 +161,20 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
     key = joined(model_type.natural_key)
     same_key = " AND ".join(f"target.{field} = source.{field}" for field in model_type.natural_key)
     values = joined(staged_value(target.c[field]) for field in fields)
+    new_keys = (
+        f"INSERT INTO {target.fullname} AS target ({joined(fields)}) "
+        f"SELECT {joined(fields)} FROM {SOURCE} AS source "
+        f"WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {same_key})"
+    )
     return MergeStatements(
-        prepare=(
+        source=(
             f"CREATE TEMPORARY TABLE {SOURCE} ON COMMIT DROP AS "
             f"SELECT DISTINCT ON ({key}) {values} "
-            f"FROM {STAGING} ORDER BY {key}, {POSITION} DESC",
-            f"ANALYZE {SOURCE}",  # a fresh table has no statistics to plan the joins with
+            f"FROM {STAGING} ORDER BY {key}, {POSITION} DESC"
         ),
-        count=f"SELECT count(*) FROM {SOURCE}",
+        # A fresh table has no statistics: without them, a small batch can be joined to a
+        # large table by scanning all of it.
+        analyze=f"ANALYZE {SOURCE}",
         update=(
             f"UPDATE {target.fullname} AS target "
             f"SET {joined(f'{field} = source.{field}' for field in data)}, updated_at = now() "
@@ -165,12 +182,13 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
             f"AND ({joined(f'target.{field}' for field in data)}) "
             f"IS DISTINCT FROM ({joined(f'source.{field}' for field in data)})"
         ),
-        insert=f"""
+        insert=new_keys,
+        # Every staged row again: the keys committed meanwhile are now visible, and must
+        # be merged rather than skipped; rows the update wrote are identical, so untouched.
+        insert_racing=f"""
             WITH written AS (
                 INSERT INTO {target.fullname} AS target ({joined(fields)})
-                SELECT {joined(fields)} FROM {SOURCE} AS source
-                WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {same_key})
-                {on_conflict_update(model_type)}
+                SELECT {joined(fields)} FROM {SOURCE} {on_conflict_update(model_type)}
                 RETURNING xmax = 0 AS inserted
             )
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)

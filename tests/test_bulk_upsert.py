@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import (
     BrandGroupRepository,
@@ -57,6 +58,43 @@ async def test_counts_inserted_updated_and_unchanged(
     assert len(stored) == 35
     assert after["Brand 3"] > before["Brand 3"]
     assert after["Brand 15"] == before["Brand 15"]
+
+
+async def wait_for_a_blocked_backend(admin_engine: AsyncEngine) -> None:
+    """Return once some backend of this database waits on another's lock."""
+    for _ in range(500):
+        async with admin_engine.connect() as connection:
+            blocked = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND cardinality(pg_blocking_pids(pid)) > 0"
+                )
+            )
+        if blocked:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the bulk load never waited for the other transaction")
+
+
+async def test_keys_another_transaction_commits_meanwhile_are_merged(
+    session_factory: async_sessionmaker[AsyncSession], admin_engine: AsyncEngine
+) -> None:
+    async with session_factory() as racer:
+        await racer.begin()
+        repository = BrandGroupRepository(racer)
+        await repository.upsert({"brand": "Brand 2", "group_name": "jeans", "base_price": 99})
+        await repository.upsert({"brand": "Brand 3", "group_name": "jeans", "base_price": 25})
+        async with session_factory.begin() as loader:
+            # The load's insert of Brand 2 and 3 waits on the racer's uncommitted rows,
+            # then finds them committed.
+            load = asyncio.create_task(BrandGroupRepository(loader).bulk_upsert(rows(5)))
+            await wait_for_a_blocked_backend(admin_engine)
+            await racer.commit()
+            result = await load
+            stored = await prices(loader)
+
+    assert result == UpsertResult(inserted=3, updated=1, unchanged=1)
+    assert stored == {f"Brand {number}": Decimal("25.00") for number in range(5)}
 
 
 async def test_repeated_keys_resolve_to_the_last_after_canonicalisation(
