@@ -71,7 +71,6 @@ async def bulk_upsert(
             raise records.error  # the savepoint rolls back what was staged
         statements = merge_statements(model_type)
         total = (await connection.execute(text(statements.source))).rowcount
-        await connection.execute(text(statements.analyze))
         updated = (await connection.execute(text(statements.update))).rowcount
         try:
             async with session.begin_nested():
@@ -139,7 +138,6 @@ class MergeStatements:
     """The set-based upsert of the staged rows, in steps PostgreSQL plans well."""
 
     source: str
-    analyze: str
     update: str
     insert: str
     insert_racing: str
@@ -167,14 +165,13 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
         f"WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {same_key})"
     )
     return MergeStatements(
+        # Not analyzed: PostgreSQL sizes a never-analyzed table by its pages, enough to pick
+        # index lookups for a small batch and hash joins for a large one.
         source=(
             f"CREATE TEMPORARY TABLE {SOURCE} ON COMMIT DROP AS "
             f"SELECT DISTINCT ON ({key}) {values} "
             f"FROM {STAGING} ORDER BY {key}, {POSITION} DESC"
         ),
-        # A fresh table has no statistics: without them, a small batch can be joined to a
-        # large table by scanning all of it.
-        analyze=f"ANALYZE {SOURCE}",
         update=(
             f"UPDATE {target.fullname} AS target "
             f"SET {joined(f'{field} = source.{field}' for field in data)}, updated_at = now() "
