@@ -36,19 +36,29 @@ class ReadPool:
 
     async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
         """Run a read and return its rows; retried once on a fresh connection if it was lost."""
+        rows: Sequence[Any] = await self._read("fetch", sql, arguments)
+        return rows
+
+    async def fetchrow(self, sql: str, *arguments: Any) -> Any:
+        """Run a read and return its first row, or None; the server stops at that row."""
+        return await self._read("fetchrow", sql, arguments)
+
+    async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
         async with self._free:
             try:
-                return await self._fetch_on(self._pop_open(), sql, arguments)
+                return await self._read_on(self._pop_open(), method, sql, arguments)
             except CONNECTION_LOST:
                 # A lost connection usually means the server dropped all of them.
                 self._idle = [each for each in self._idle if not each.is_closed()]
-                return await self._fetch_on(None, sql, arguments)
+                return await self._read_on(None, method, sql, arguments)
 
-    async def _fetch_on(self, connection: Any, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+    async def _read_on(
+        self, connection: Any, method: str, sql: str, arguments: Sequence[Any]
+    ) -> Any:
         if connection is None:
             connection = await self._connect()
         try:
-            rows: Sequence[Any] = await connection.fetch(sql, *arguments)
+            result = await getattr(connection, method)(sql, *arguments)
         except asyncpg.PostgresError as error:
             # The server refused the statement; the connection itself is fine, unless the
             # error says it is going away.
@@ -61,7 +71,7 @@ class ReadPool:
             connection.terminate()  # lost, or cancelled half-way: not reusable
             raise
         self._idle.append(connection)
-        return rows
+        return result
 
     def _pop_open(self) -> Any:
         while self._idle:

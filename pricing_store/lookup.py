@@ -160,8 +160,8 @@ class PricingLookup:
         key = canonical_key(brand, group, model)
         generation = cache.generation if cache is not None else 0
         pool = self._pool or await self._started_pool()
-        rows = await pool.fetch(GET_SQL, *key)
-        reference = reference_from_row(rows[0], key[2]) if rows else None
+        row = await pool.fetchrow(GET_SQL, *key)
+        reference = reference_from_row(row, key[2]) if row is not None else None
         if cache is not None:
             cache.put((brand, group, model), reference, generation)
         return reference
