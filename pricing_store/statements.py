@@ -30,9 +30,21 @@ class RowStatement:
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
         """The driver's arguments for these column values; JSONB lists go as JSON text."""
         return [
-            json.dumps(values[field]) if isinstance(values[field], list) else values[field]
+            json_array(values[field]) if isinstance(values[field], list) else values[field]
             for field in self.fields
         ]
+
+
+def json_array(strings: list[str]) -> str:
+    """A list of strings as JSON text, for a JSONB column.
+
+    Bulk loads encode millions of short lists: those that need no escaping are joined
+    directly, many times faster than `json.dumps`.
+    """
+    text = "".join(strings)
+    if '"' in text or "\\" in text or not text.isprintable():
+        return json.dumps(strings, ensure_ascii=False)
+    return '["' + '","'.join(strings) + '"]' if strings else "[]"
 
 
 def table_of(model_type: ModelType) -> Table:

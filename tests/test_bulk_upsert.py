@@ -139,6 +139,37 @@ async def test_model_objects_and_mappings_mix_and_defaults_fill_gaps(
     ]
 
 
+# Quotes, backslashes, control characters and non-ASCII text, which JSON must escape or keep.
+AWKWARD = [
+    'say "hi"',
+    "back\\slash",
+    "tab\there",
+    "new\nline",
+    "Łódź 日本",
+    "no\u00a0break",
+    "line\u2028end",
+]
+
+
+async def test_list_elements_are_stored_exactly_by_every_write_path(session: AsyncSession) -> None:
+    repository = BrandGroupRepository(session)
+    await repository.bulk_upsert(
+        [
+            {"brand": "Bulk", "group_name": "jeans", "base_price": 25, "expected_trends": AWKWARD},
+            {"brand": "Empty", "group_name": "jeans", "base_price": 25, "expected_trends": []},
+        ]
+    )
+    await repository.upsert(
+        {"brand": "One", "group_name": "jeans", "base_price": 25, "expected_trends": AWKWARD}
+    )
+
+    result = await session.execute(
+        text("SELECT brand, expected_trends FROM public.brand_groups ORDER BY brand")
+    )
+    stored = {brand: trends for brand, trends in result}
+    assert stored == {"Bulk": AWKWARD, "Empty": [], "One": AWKWARD}
+
+
 async def test_a_bad_row_in_the_middle_writes_nothing_and_keeps_the_transaction(
     session: AsyncSession,
 ) -> None:
