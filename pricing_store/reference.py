@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 # A Brand×Group without a matching model row prices at the neutral coefficient.
@@ -32,15 +34,22 @@ class PriceReference:
     model_found: bool
 
 
-# The lookups' select list; JSONB arrays come back as text[], which asyncpg decodes natively.
+# The lookups' select list. JSONB arrays come back as their JSON text (asyncpg's default),
+# which `strings_of` parses once per distinct text: cheaper for the server than turning
+# each into an array, and the same few lists recur across rows.
 REFERENCE_COLUMNS = """
     bg.brand, bg.group_name, bg.base_price, bg.condition_sensitivity,
-    ARRAY(SELECT jsonb_array_elements_text(bg.expected_origins)),
-    ARRAY(SELECT jsonb_array_elements_text(bg.expected_decades)),
-    ARRAY(SELECT jsonb_array_elements_text(bg.expected_trends)),
-    m.coefficient,
-    ARRAY(SELECT jsonb_array_elements_text(m.expected_features))
+    bg.expected_origins, bg.expected_decades, bg.expected_trends,
+    m.coefficient, m.expected_features
 """
+# How many distinct JSON lists to keep parsed (a few MB at most).
+PARSED_LISTS = 16_384
+
+
+@lru_cache(maxsize=PARSED_LISTS)
+def strings_of(json_text: str) -> tuple[str, ...]:
+    """The strings of a JSONB array as the server sent it."""
+    return tuple(json.loads(json_text))
 
 
 # Lookups build thousands of references a second. A frozen dataclass's __init__ sets each
@@ -59,12 +68,12 @@ def reference_from_row(row: Sequence[Any], model: str | None) -> PriceReference:
         group,
         price,
         sensitivity,
-        tuple(origins),
-        tuple(decades),
-        tuple(trends),
+        strings_of(origins),
+        strings_of(decades),
+        strings_of(trends),
         model,
         coefficient if found else NEUTRAL_COEFFICIENT,
-        tuple(features) if found else (),
+        strings_of(features) if found else (),
         found,
     )
     reference = object.__new__(PriceReference)
