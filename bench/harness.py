@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -13,15 +14,20 @@ Contender = tuple[str, int, Run, Run]  # name, units of work, set-up (untimed), 
 Line = tuple[str, str, str, float, float]  # operation, contender, unit, per second, ratio
 
 
-async def compare(operation: str, unit: str, contenders: list[Contender]) -> list[Line]:
-    """Time each contender ROUNDS times, in turns; return median rates and paired ratios.
+async def compare(
+    operation: str, unit: str, contenders: list[Contender], *, rounds: int = ROUNDS
+) -> list[Line]:
+    """Time each contender `rounds` times, in turns; return median rates and paired ratios.
 
-    Each ratio is the contender's rate over the first contender's, in the same round.
+    Each ratio is the contender's rate over the first contender's, in the same round. The
+    order of turns is reversed every other round, so no contender always goes first.
     """
     rates: dict[str, list[float]] = {name: [] for name, *_ in contenders}
-    for _ in range(ROUNDS):
-        for name, work, setup, run in contenders:
+    for round_number in range(rounds):
+        turns = contenders if round_number % 2 == 0 else contenders[::-1]
+        for name, work, setup, run in turns:
             await setup()
+            gc.collect()  # no contender pays for the garbage another one left
             started = time.perf_counter()
             await run()
             rates[name].append(work / (time.perf_counter() - started))

@@ -32,13 +32,15 @@ from tests.provision import asyncpg_dsn
 BRAND_GROUPS = 50_000  # also 500 pages of 100 rows
 MODELS_PER_GROUP = 5
 KEYED_GROUPS = 1_000  # the brand groups lookups cycle over, each with its models
-CALLS = 2_000
-CACHED_CALLS = 200_000
-BATCHES = 100
+# Many short rounds: the paired ratios of turns close in time vary less than long ones.
+ROUNDS = 11
+CALLS = 1_000
+CACHED_CALLS = 100_000
+BATCHES = 50
 BATCH = 50
 TASKS = 32
 POOL = 10
-CALLS_PER_TASK = 100
+CALLS_PER_TASK = 50
 PAGE = 100
 FIND_BY_KEY_SQL = "SELECT * FROM public.brand_groups WHERE brand = $1 AND group_name = $2"
 
@@ -130,6 +132,7 @@ async def bench_reads(url: URL) -> list[Line]:
                 ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
                 ("PricingLookup.get", CALLS, nothing, lookup_get),
             ],
+            rounds=ROUNDS,
         )
         lines += await compare(
             "lookup.get, cached hit",
@@ -138,6 +141,7 @@ async def bench_reads(url: URL) -> list[Line]:
                 ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
                 ("PricingLookup.get, cache_size=1000", CACHED_CALLS, warm, cached_get),
             ],
+            rounds=ROUNDS,
         )
 
         batches = [
@@ -161,6 +165,7 @@ async def bench_reads(url: URL) -> list[Line]:
                 ("50 sequential PricingLookup.get", BATCH * BATCHES, nothing, sequential_gets),
                 ("PricingLookup.get_many", BATCH * BATCHES, nothing, get_many),
             ],
+            rounds=ROUNDS,
         )
         lines += await bench_concurrent(url, engine)
     lines += await bench_find(raw, sessions)
@@ -197,6 +202,7 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
             ("asyncpg pool fetchrow", work, nothing, raw_pool),
             ("PricingLookup.get", work, nothing, lookups),
         ],
+        rounds=ROUNDS,
     )
     await lookup.close()
     await pool.close()
@@ -247,6 +253,7 @@ async def bench_find(raw: Any, sessions: Any) -> list[Line]:
             ("advanced-alchemy get_one_or_none", CALLS, nothing, advanced_alchemy),
             ("BrandGroupRepository", CALLS, nothing, package),
         ],
+        rounds=ROUNDS,
     )
 
 
@@ -273,4 +280,5 @@ async def bench_paging(sessions: Any) -> list[Line]:
             "keyset get_page, 100 rows",
             "pages/s",
             [("page 1", 20, nothing, first_pages), ("page 500", 20, nothing, last_pages)],
+            rounds=ROUNDS,
         )
