@@ -90,6 +90,25 @@ async def test_get_returns_the_brand_group_and_the_model(engine: AsyncEngine) ->
     assert len({with_model, without_model}) == 2  # hashable
 
 
+async def test_list_elements_come_back_exactly(
+    session_factory: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    awkward = ['say "hi"', "back\\slash", "new\nline", "Łódź 日本", "line\u2028end"]
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).upsert(brand_group(expected_trends=awkward))
+        await ModelRepository(writer).upsert(model(name="501", expected_features=awkward[::-1]))
+
+    async with PricingLookup(engine) as lookup:
+        one = await lookup.get("Levi's", "jeans", "501")
+        many = await lookup.get_many([("Levi's", "jeans", "501")])
+
+    assert one is not None
+    assert one.expected_trends == tuple(awkward)
+    assert one.expected_features == tuple(awkward[::-1])
+    assert one.expected_origins == ()
+    assert many == {("Levi's", "jeans", "501"): one}
+
+
 @pytest.mark.usefixtures("stored")
 async def test_get_many_answers_every_key_as_passed(engine: AsyncEngine) -> None:
     keys: list[Any] = [
