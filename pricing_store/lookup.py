@@ -178,37 +178,37 @@ class PricingLookup:
             InvalidValueError: naming the key's position, if a key is not valid.
         """
         cache = self._cache
-        hits: dict[Any, Any] = cache.entries if cache is not None and cache.active else {}
+        hits = cache.entries if cache is not None and cache.active else None
         found: dict[Any, PriceReference | None] = {}
-        wanted: dict[Key, list[Any]] = {}
+        misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
         for position, key in enumerate(keys):
             # First, so that a key that is no tuple of strings fails here, hashable or not.
             canonical = canonical_position(position, key)
-            hit = hits.get(padded(key), MISSING)
-            if hit is not MISSING:
-                found[key] = hit
-            else:
-                wanted.setdefault(canonical, []).append(key)
-        if wanted:
-            await self._fetch_many(wanted, found)
+            if hits is not None:
+                hit = hits.get(padded(key), MISSING)
+                if hit is not MISSING:
+                    found[key] = hit
+                    continue
+            misses.append((key, canonical))
+        if misses:
+            await self._fetch_many(misses, found)
         return found
 
-    async def _fetch_many(self, wanted: dict[Key, list[Any]], found: dict[Any, Any]) -> None:
+    async def _fetch_many(self, misses: list[tuple[Any, Key]], found: dict[Any, Any]) -> None:
         cache = self._cache
         generation = cache.generation if cache is not None else 0
-        canonical = list(wanted)
-        brands, groups, models = zip(*canonical, strict=True)
+        distinct = list(dict.fromkeys(canonical for _, canonical in misses))
+        brands, groups, models = zip(*distinct, strict=True)
         pool = self._pool or await self._started_pool()
         rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
         for row in rows:
-            key = canonical[row[0] - 1]
+            key = distinct[row[0] - 1]
             by_key[key] = reference_from_row(row, key[2])
-        for key, originals in wanted.items():
-            for original in originals:
-                found[original] = by_key.get(key)
-                if cache is not None:
-                    cache.put(padded(original), by_key.get(key), generation)
+        for original, canonical in misses:
+            reference = found[original] = by_key.get(canonical)
+            if cache is not None:
+                cache.put(padded(original), reference, generation)
 
     async def _started_pool(self) -> ReadPool:
         await self.start()
