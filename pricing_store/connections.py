@@ -34,23 +34,25 @@ class ReadPool:
         self._idle: list[Any] = []
         self._free = asyncio.Semaphore(size)
 
-    async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
+    # Plain functions returning the read's coroutine: one frame less on the lookups' path.
+    def fetch(self, sql: str, *arguments: Any) -> Awaitable[Sequence[Any]]:
         """Run a read and return its rows; retried once on a fresh connection if it was lost."""
-        rows: Sequence[Any] = await self._read("fetch", sql, arguments)
-        return rows
+        return self._read("fetch", sql, arguments)
 
-    async def fetchrow(self, sql: str, *arguments: Any) -> Any:
+    def fetchrow(self, sql: str, *arguments: Any) -> Awaitable[Any]:
         """Run a read and return its first row, or None; the server stops at that row."""
-        return await self._read("fetchrow", sql, arguments)
+        return self._read("fetchrow", sql, arguments)
 
     async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
-        async with self._free:
-            try:
-                return await self._read_on(self._pop_open(), method, sql, arguments)
-            except CONNECTION_LOST:
-                # A lost connection usually means the server dropped all of them.
-                self._idle = [each for each in self._idle if not each.is_closed()]
-                return await self._read_on(None, method, sql, arguments)
+        await self._free.acquire()
+        try:
+            return await self._read_on(self._pop_open(), method, sql, arguments)
+        except CONNECTION_LOST:
+            # A lost connection usually means the server dropped all of them.
+            self._idle = [each for each in self._idle if not each.is_closed()]
+            return await self._read_on(None, method, sql, arguments)
+        finally:
+            self._free.release()
 
     async def _read_on(
         self, connection: Any, method: str, sql: str, arguments: Sequence[Any]
