@@ -33,8 +33,8 @@ SERVER_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
 }
 MISSING = object()
-# How many keys' canonical forms to remember (a few MB at most; see `remembered_key`).
-REMEMBERED_KEYS = 65_536
+# How many keys' canonical forms to remember (about 400 bytes each; see `remembered_key`).
+REMEMBERED_KEYS = 16_384
 
 # A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
 GET_SQL = f"""
