@@ -39,6 +39,8 @@ BASE_PRICE = DecimalRule(10, 2, Decimal("5.00"), Decimal("500.00"))
 CONDITION_SENSITIVITY = DecimalRule(3, 2, Decimal("0.5"), Decimal("1.5"))
 COEFFICIENT = DecimalRule(4, 2, Decimal("0.5"), Decimal("3.0"))
 
+LONE_SURROGATE = "must not contain a lone surrogate, which is not valid Unicode"
+
 BRAND_LENGTH = 100
 GROUP_NAME_LENGTH = 50
 MODEL_LENGTH = 100
@@ -56,7 +58,7 @@ def canonical_key(field: str, value: object, *, max_length: int) -> str:
 
     Raises:
         InvalidValueError: if the value is not a string, is blank, holds a NUL character
-            or is longer than `max_length` characters once canonical.
+            or a lone surrogate, or is longer than `max_length` characters once canonical.
     """
     if not isinstance(value, str):
         require_not_none(field, value)
@@ -66,6 +68,8 @@ def canonical_key(field: str, value: object, *, max_length: int) -> str:
         raise InvalidValueError(field, "must not be empty or blank")
     if "\x00" in text:
         raise InvalidValueError(field, "must not contain a NUL character")
+    if not is_utf8(text):
+        raise InvalidValueError(field, LONE_SURROGATE)
     if len(text) > max_length:
         raise InvalidValueError(field, f"must be at most {max_length} characters, got {len(text)}")
     return text
@@ -131,7 +135,12 @@ def string_list(field: str, value: object) -> list[str]:
     # Bulk loads validate millions of elements: one inline test each, and the rule's own
     # message only for an element that fails it.
     for element in value:
-        if not isinstance(element, str) or not element.strip() or "\x00" in element:
+        if (
+            not isinstance(element, str)
+            or not element.strip()
+            or "\x00" in element
+            or not is_utf8(element)
+        ):
             string_element(field, element)
     return list(value)
 
@@ -140,7 +149,8 @@ def string_element(field: str, element: object) -> str:
     """Validate one element of a JSONB array of strings.
 
     Raises:
-        InvalidValueError: if the element is not a non-empty, NUL-free string.
+        InvalidValueError: if the element is not a non-empty, NUL-free string of valid
+            Unicode.
     """
     if not isinstance(element, str):
         raise InvalidValueError(field, f"elements must be strings, got {type(element).__name__}")
@@ -148,7 +158,23 @@ def string_element(field: str, element: object) -> str:
         raise InvalidValueError(field, "elements must not be empty or blank")
     if "\x00" in element:
         raise InvalidValueError(field, "elements must not contain a NUL character")
+    if not is_utf8(element):
+        raise InvalidValueError(field, f"elements {LONE_SURROGATE}")
     return element
+
+
+def is_utf8(text: str) -> bool:
+    r"""Whether the text can be stored: PostgreSQL takes UTF-8, which has no lone surrogates.
+
+    Half an emoji escaped in an LLM's JSON (`"\ud83d"`) decodes to one.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def string_elements(field: str, elements: Iterable[object]) -> list[str]:

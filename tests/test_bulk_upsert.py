@@ -197,6 +197,14 @@ async def test_invalid_items_name_their_position_and_field(session: AsyncSession
         await repository.bulk_upsert([{"brand": "a", "group_name": "b"}])
     with pytest.raises(InvalidValueError, match=r"^items\[0\]\.item: must be a Model"):
         await repository.bulk_upsert([brand_group()])
+    # Half an emoji, as an LLM's JSON can carry it, cannot be stored: named, not a crash.
+    with pytest.raises(InvalidValueError, match=r"^items\[1\]\.expected_features: .*surrogate"):
+        await repository.bulk_upsert(
+            [
+                model(),
+                {"brand": "a", "group_name": "b", "model": "S", "expected_features": ["\ud83d"]},
+            ]
+        )
     with pytest.raises(InvalidValueError, match=r"^batch_size: must be a positive integer"):
         await repository.bulk_upsert([model()], batch_size=0)
     assert await repository.count() == 0

@@ -168,6 +168,8 @@ async def test_bad_keys_are_rejected(engine: AsyncEngine) -> None:
             await lookup.get_many([("a", ["b"])])  # type: ignore[list-item]
         with pytest.raises(InvalidValueError, match=r"^brand: must be a string, not list"):
             await lookup.get(["a"], "b")  # type: ignore[arg-type]
+        with pytest.raises(InvalidValueError, match=r"^keys\[0\]\.model: .*lone surrogate"):
+            await lookup.get_many([("a", "b", "501 \udc00")])
     with pytest.raises(InvalidValueError, match=r"^cache_size: must not be negative"):
         PricingLookup(engine, cache_size=-1)
 

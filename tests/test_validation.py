@@ -87,6 +87,8 @@ def test_keys_are_trimmed_and_nfc_normalised_keeping_case() -> None:
         ("brand", "", "must not be empty or blank"),
         ("brand", "   ", "must not be empty or blank"),
         ("brand", "Le\x00vis", "NUL"),
+        ("brand", "Levi's \ud83d", "lone surrogate"),
+        ("model", "\udc00 501", "lone surrogate"),
         ("brand", "x" * 101, "at most 100 characters"),
         ("group_name", "g" * 51, "at most 50 characters"),
         ("model", "m" * 101, "at most 100 characters"),
@@ -110,6 +112,7 @@ def test_a_key_that_fits_only_once_trimmed_is_accepted() -> None:
         (["USA", 1], "elements must be strings"),
         (["USA", ""], "elements must not be empty"),
         (["USA", "Me\x00xico"], "NUL"),
+        (["USA", "M\u00e9xico \ud83c"], "lone surrogate"),
         (None, "must not be None"),
     ],
 )
