@@ -161,7 +161,7 @@ async def test_bad_keys_are_rejected(engine: AsyncEngine) -> None:
             await lookup.get_many([("a", "b"), ("a", "b", "c\x00")])
         with pytest.raises(InvalidValueError, match=r"^keys\[0\]: must be a \(brand, group"):
             await lookup.get_many(["Levi's jeans"])  # type: ignore[list-item]
-        # Unhashable keys and parts get the same clear error, cached lookups or not.
+        # Unhashable keys and parts get the same clear error as any other bad key.
         with pytest.raises(InvalidValueError, match=r"^keys\[1\]: must be a \(brand, group"):
             await lookup.get_many([("a", "b"), ["a", "b"]])  # type: ignore[list-item]
         with pytest.raises(InvalidValueError, match=r"^keys\[0\]\.group_name: must be a string"):
