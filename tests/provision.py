@@ -143,9 +143,16 @@ class OwnServer:
 
     def close(self) -> None:
         """Stop it and delete its data."""
+        import psutil
+
         if self.running:
             self.stop()
-        self._server.cleanup()
+        try:
+            self._server.cleanup()
+        except psutil.NoSuchProcess:
+            # After a restart the wheel still tracks the first postmaster, which it then
+            # tries to kill; that process may already be gone, and the data with it is ours.
+            shutil.rmtree(self._data, ignore_errors=True)
 
     def _pg_ctl(self, *arguments: str) -> None:
         self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._server.system_user)
