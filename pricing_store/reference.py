@@ -53,30 +53,43 @@ def strings_of(json_text: str) -> tuple[str, ...]:
 
 
 # Lookups build thousands of references a second. A frozen dataclass's __init__ sets each
-# field through object.__setattr__; filling the slots directly builds one in half the time.
-SLOT_SETTERS = tuple(
-    getattr(PriceReference, field.name).__set__ for field in fields(PriceReference)
-)
+# field through object.__setattr__; calling each slot's setter directly, one by one rather
+# than in a loop, builds one in well under half the time.
+SETTERS = {
+    field.name: getattr(PriceReference, field.name).__set__ for field in fields(PriceReference)
+}
+set_brand = SETTERS["brand"]
+set_group_name = SETTERS["group_name"]
+set_base_price = SETTERS["base_price"]
+set_condition_sensitivity = SETTERS["condition_sensitivity"]
+set_expected_origins = SETTERS["expected_origins"]
+set_expected_decades = SETTERS["expected_decades"]
+set_expected_trends = SETTERS["expected_trends"]
+set_model = SETTERS["model"]
+set_coefficient = SETTERS["coefficient"]
+set_expected_features = SETTERS["expected_features"]
+set_model_found = SETTERS["model_found"]
+new_reference = object.__new__
 
 
 def reference_from_row(row: Sequence[Any], model: str | None) -> PriceReference:
     """Build the reference from a row of REFERENCE_COLUMNS (at the row's end)."""
     brand, group, price, sensitivity, origins, decades, trends, coefficient, features = row[-9:]
-    found = coefficient is not None
-    values = (
-        brand,
-        group,
-        price,
-        sensitivity,
-        strings_of(origins),
-        strings_of(decades),
-        strings_of(trends),
-        model,
-        coefficient if found else NEUTRAL_COEFFICIENT,
-        strings_of(features) if found else (),
-        found,
-    )
-    reference = object.__new__(PriceReference)
-    for set_slot, value in zip(SLOT_SETTERS, values, strict=False):
-        set_slot(reference, value)
+    reference: PriceReference = new_reference(PriceReference)
+    set_brand(reference, brand)
+    set_group_name(reference, group)
+    set_base_price(reference, price)
+    set_condition_sensitivity(reference, sensitivity)
+    set_expected_origins(reference, strings_of(origins))
+    set_expected_decades(reference, strings_of(decades))
+    set_expected_trends(reference, strings_of(trends))
+    set_model(reference, model)
+    if coefficient is None:  # no model row
+        set_coefficient(reference, NEUTRAL_COEFFICIENT)
+        set_expected_features(reference, ())
+        set_model_found(reference, False)
+    else:
+        set_coefficient(reference, coefficient)
+        set_expected_features(reference, strings_of(features))
+        set_model_found(reference, True)
     return reference

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -81,8 +82,9 @@ async def test_get_returns_the_brand_group_and_the_model(engine: AsyncEngine) ->
         model_found=True,
     )
     assert without_model is not None
-    assert (without_model.model, without_model.coefficient) == (None, Decimal("1.00"))
-    assert not without_model.model_found
+    assert without_model == replace(
+        with_model, model=None, coefficient=Decimal("1.00"), expected_features=(), model_found=False
+    )
     assert unknown_model is not None
     assert (unknown_model.model, unknown_model.model_found) == ("Type III", False)
     assert unknown_model.coefficient == Decimal("1.00")
