@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import warnings
 from pathlib import Path
 
 from alembic import command
@@ -33,6 +34,8 @@ def migrate(connection: Connection) -> None:
 
 async def main() -> None:
     """Run every benchmark on a throwaway database and print the table."""
+    # The embedded server asks platformdirs for a runtime folder; the fallback is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_bench") as url:
             engine = create_engine(url)

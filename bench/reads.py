@@ -26,7 +26,8 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
-from pricing_store.lookup import GET_SQL
+from pricing_store.lookup import GET_MANY_SQL, GET_SQL
+from pricing_store.statements import key_parameters, table_of
 from tests.provision import asyncpg_dsn
 
 BRAND_GROUPS = 50_000  # also 500 pages of 100 rows
@@ -35,6 +36,8 @@ KEYED_GROUPS = 1_000  # the brand groups lookups cycle over, each with its model
 # Many short rounds: the paired ratios of turns close in time vary less than long ones.
 ROUNDS = 11
 CALLS = 1_000
+# Fewer for find_by_brand_and_group: the slowest ORM contenders take milliseconds a call.
+FIND_CALLS = 500
 CACHED_CALLS = 100_000
 BATCHES = 50
 BATCH = 50
@@ -125,6 +128,17 @@ async def bench_reads(url: URL) -> list[Line]:
                 for brand, group, model in hits:
                     await cached.get(brand, group, model)
 
+        # The least any cached async get can cost: awaiting a dict look-up.
+        entries = dict.fromkeys(hits)
+
+        async def look_up(brand: str, group: str, model: str) -> Any:
+            return entries.get((brand, group, model))
+
+        async def awaited_look_ups() -> None:
+            for _ in range(CACHED_CALLS // KEYED_GROUPS):
+                for brand, group, model in hits:
+                    await look_up(brand, group, model)
+
         lines += await compare(
             "lookup.get, uncached",
             "calls/s",
@@ -140,6 +154,7 @@ async def bench_reads(url: URL) -> list[Line]:
             [
                 ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
                 ("PricingLookup.get, cache_size=1000", CACHED_CALLS, warm, cached_get),
+                ("floor: await of a dict look-up", CACHED_CALLS, nothing, awaited_look_ups),
             ],
             rounds=ROUNDS,
         )
@@ -158,12 +173,20 @@ async def bench_reads(url: URL) -> list[Line]:
             for batch in batches:
                 await lookup.get_many(batch)
 
+        # The most any batched lookup can gain here: the driver running the same query.
+        prepared_many = await raw.prepare(GET_MANY_SQL)
+
+        async def raw_many() -> None:
+            for batch in batches:
+                await prepared_many.fetch(*zip(*batch, strict=True))
+
         lines += await compare(
             "50 keys at once",
             "keys/s",
             [
                 ("50 sequential PricingLookup.get", BATCH * BATCHES, nothing, sequential_gets),
                 ("PricingLookup.get_many", BATCH * BATCHES, nothing, get_many),
+                ("ceiling: raw asyncpg, same query", BATCH * BATCHES, nothing, raw_many),
             ],
             rounds=ROUNDS,
         )
@@ -212,9 +235,14 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
 async def bench_find(raw: Any, sessions: Any) -> list[Line]:
     """find_by_brand_and_group returning ORM objects, against the usual ways to write it."""
     statement = await raw.prepare(FIND_BY_KEY_SQL)
+    # SQLAlchemy's own cost per statement, before any ORM object: the same select in Core.
+    core_select = select(table_of(BrandGroup)).where(
+        *key_parameters(BrandGroup, BrandGroup.natural_key)
+    )
 
     def calls() -> Any:
-        return ((brand, group) for (brand, group, _), _ in zip(keys(), range(CALLS), strict=False))
+        pairs = ((brand, group) for brand, group, _ in keys())
+        return itertools.islice(pairs, FIND_CALLS)
 
     async def raw_find() -> None:
         for key in calls():
@@ -237,6 +265,13 @@ async def bench_find(raw: Any, sessions: Any) -> list[Line]:
             for brand, group in calls():
                 await repository.get_one_or_none(brand=brand, group_name=group)
 
+    async def core() -> None:
+        async with sessions() as session:
+            connection = await session.connection()
+            for brand, group in calls():
+                key = {"brand": brand, "group_name": group}
+                (await connection.execute(core_select, key)).first()
+
     async def package() -> None:
         async with sessions() as session:
             repository = BrandGroupRepository(session)
@@ -247,11 +282,12 @@ async def bench_find(raw: Any, sessions: Any) -> list[Line]:
         "find_by_brand_and_group",
         "calls/s",
         [
-            ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_find),
-            ("seed ORM code, new session per call", CALLS, nothing, seed_new_session),
-            ("seed ORM code, one session", CALLS, nothing, seed_one_session),
-            ("advanced-alchemy get_one_or_none", CALLS, nothing, advanced_alchemy),
-            ("BrandGroupRepository", CALLS, nothing, package),
+            ("raw asyncpg prepared fetchrow", FIND_CALLS, nothing, raw_find),
+            ("seed ORM code, new session per call", FIND_CALLS, nothing, seed_new_session),
+            ("seed ORM code, one session", FIND_CALLS, nothing, seed_one_session),
+            ("advanced-alchemy get_one_or_none", FIND_CALLS, nothing, advanced_alchemy),
+            ("BrandGroupRepository", FIND_CALLS, nothing, package),
+            ("SQLAlchemy Core, same select (rows)", FIND_CALLS, nothing, core),
         ],
         rounds=ROUNDS,
     )
