@@ -26,6 +26,7 @@ class ReferenceCache:
 
     `generation` counts the emptyings: a value read from the database may be stored only if
     no change arrived while it was being read (`put` checks), so a stale read never sticks.
+    While not `active` it holds nothing, so a reader may look up `entries` without asking.
     """
 
     def __init__(self, size: int) -> None:

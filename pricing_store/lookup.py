@@ -7,9 +7,9 @@ committed change, from any client, empties within moments (see `cache`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import asyncpg
@@ -33,6 +33,7 @@ SERVER_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
 }
 MISSING = object()
+NO_HITS: Mapping[Any, PriceReference | None] = MappingProxyType({})
 # How many keys' canonical forms to remember (about 400 bytes each; see `remembered_key`).
 REMEMBERED_KEYS = 16_384
 
@@ -108,6 +109,11 @@ class PricingLookup:
                 "pass listen_to=an engine on the primary itself",
             )
         self._cache = ReferenceCache(cache_size) if cache_size else None
+        # Where hits are looked for: the cache's entries (empty whenever it is not in use),
+        # or nothing at all.
+        self._hits: Mapping[Any, PriceReference | None] = (
+            self._cache.entries if self._cache is not None else NO_HITS
+        )
         self._pool: ReadPool | None = None
         self._listener: ChangeListener | None = None
 
@@ -149,14 +155,13 @@ class PricingLookup:
         Raises:
             InvalidValueError: if a key is not a valid key.
         """
+        try:  # keyed as passed: a hit needs no canonicalising
+            hit = self._hits.get((brand, group, model), MISSING)
+        except TypeError:  # unhashable, so certainly not a valid key
+            hit = MISSING
+        if hit is not MISSING:
+            return hit  # type: ignore[return-value]
         cache = self._cache
-        if cache is not None and cache.active:
-            try:  # keyed as passed: a hit needs no canonicalising
-                hit = cache.entries.get((brand, group, model), MISSING)
-            except TypeError:  # unhashable, so certainly not a valid key
-                hit = MISSING
-            if hit is not MISSING:
-                return hit  # type: ignore[no-any-return]
         key = canonical_key(brand, group, model)
         generation = cache.generation if cache is not None else 0
         pool = self._pool or await self._started_pool()
@@ -177,18 +182,16 @@ class PricingLookup:
         Raises:
             InvalidValueError: naming the key's position, if a key is not valid.
         """
-        cache = self._cache
-        hits = cache.entries if cache is not None and cache.active else None
+        hits = self._hits
         found: dict[Any, PriceReference | None] = {}
         misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
         for position, key in enumerate(keys):
             # First, so that a key that is no tuple of strings fails here, hashable or not.
             canonical = canonical_position(position, key)
-            if hits is not None:
-                hit = hits.get(padded(key), MISSING)
-                if hit is not MISSING:
-                    found[key] = hit
-                    continue
+            hit = hits.get(padded(key), MISSING)
+            if hit is not MISSING:
+                found[key] = hit  # type: ignore[assignment]
+                continue
             misses.append((key, canonical))
         if misses:
             await self._fetch_many(misses, found)
