@@ -154,7 +154,7 @@ async def bench_reads(url: URL) -> list[Line]:
             [
                 ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
                 ("PricingLookup.get, cache_size=1000", CACHED_CALLS, warm, cached_get),
-                ("floor: await of a dict look-up", CACHED_CALLS, nothing, awaited_look_ups),
+                ("floor: await of a bare dict look-up", CACHED_CALLS, nothing, awaited_look_ups),
             ],
             rounds=ROUNDS,
         )

@@ -14,7 +14,9 @@ from pricing_store.statements import upsert_returning_row
 from tests.provision import asyncpg_dsn
 
 BULK_ROWS = 50_000
-SINGLE_CALLS = 2_000
+SINGLE_CALLS = 1_000
+# One-row upserts take milliseconds a turn: many short rounds pair turns close in time.
+SINGLE_ROUNDS = 11
 
 COLUMNS = [
     "brand",
@@ -150,6 +152,7 @@ async def bench_single_upsert(url: URL) -> list[Line]:
             ("raw asyncpg prepared fetchrow", SINGLE_CALLS, empty, raw_upsert),
             ("pricing_store upsert", SINGLE_CALLS, empty, package_upsert),
         ],
+        rounds=SINGLE_ROUNDS,
     )
     await raw.close()
     await engine.dispose()
