@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import (
@@ -312,6 +312,8 @@ async def test_upsert_flushes_pending_changes_first(session: AsyncSession) -> No
 async def test_in_place_edits_of_an_upserted_row_are_saved(session: AsyncSession) -> None:
     repository = ModelRepository(session)
     row = await repository.upsert(model(expected_features=["selvedge"]))
+    assert inspect(row).persistent
+    assert row not in session.dirty  # loaded as stored: nothing to write back
 
     row.expected_features.append("chain_stitching")
     await session.flush()
