@@ -24,7 +24,11 @@ async def fetch_row(
     if session.new or session.dirty or session.deleted:
         await session.flush()
     connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
+    # The session's transaction holds the connection open, so reaching the driver's own
+    # takes no I/O, and no greenlet, whose switches would cost more than the look-up.
+    sync = connection.sync_connection
+    assert sync is not None  # session.connection() returns a started connection
+    driver: Any = sync.connection.driver_connection
     if driver.is_in_transaction():
         row: Sequence[Any] | None = await driver.fetchrow(sql, *arguments)
         return row
