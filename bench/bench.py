@@ -10,12 +10,13 @@ embedded wheel), in a database of its own that is dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -24,7 +25,7 @@ from bench.reads import bench_reads
 from bench.writes import bench_bulk, bench_single_upsert, copy_ratio
 from pricing_store import create_engine
 from tests.conftest import alembic_config
-from tests.provision import postgres_server, throwaway_database
+from tests.provision import postgres_server, server_source, throwaway_database
 
 
 def migrate(connection: Connection) -> None:
@@ -41,7 +42,10 @@ async def main() -> None:
             engine = create_engine(url)
             async with engine.begin() as connection:
                 await connection.run_sync(migrate)
+                version = await connection.scalar(text("SHOW server_version"))
             await engine.dispose()
+            # Ratios depend on the server and machine: say which ones they come from.
+            print(f"PostgreSQL {version}, found by {server_source()}, {os.cpu_count()} cores")
             writes = await bench_bulk(url)
             writes += await bench_single_upsert(url)
             reads = await bench_reads(url)
