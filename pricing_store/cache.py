@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pricing_store.connections import Connect
 
+# Told of every change heard: the table, and its changed keys (None for "any key").
+OnChange = Callable[[str, list[tuple[str, ...]] | None], None]
+
 CHANNEL = "pricing_store_changes"
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
+EVICTION_CAUSES = ("key", "table", "gap", "reconnect", "size")
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ class ReferenceCache:
         self.entries: dict[Any, Any] = {}
         self.generation = 0
         self.active = False
+        self.notifications = 0
+        self.evictions: dict[str, int] = dict.fromkeys(EVICTION_CAUSES, 0)
 
     def clear(self) -> None:
         """Forget everything, and make reads that were under way not store their result."""
@@ -52,9 +59,10 @@ class ReferenceCache:
 class ChangeListener:
     """Holds a LISTEN connection for `cache`, reconnecting whenever it is lost."""
 
-    def __init__(self, connect: Connect, cache: ReferenceCache) -> None:
+    def __init__(self, connect: Connect, cache: ReferenceCache, on_change: OnChange) -> None:
         self._connect = connect
         self._cache = cache
+        self._on_change_heard = on_change
         self._connection: Any = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
@@ -72,8 +80,9 @@ class ChangeListener:
         self._cache.clear()
         self._cache.active = True
 
-    def _on_change(self, *_: object) -> None:
+    def _on_change(self, connection: object, pid: int, channel: str, payload: str) -> None:
         self._cache.clear()
+        self._on_change_heard(payload, None)
 
     def _on_lost(self, *_: object) -> None:
         self._cache.active = False

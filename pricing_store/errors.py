@@ -44,6 +44,15 @@ class DatabaseUnavailableError(PricingStoreError):
         self.reason = reason
 
 
+class GenerationTimeoutError(PricingStoreError, TimeoutError):
+    """A generator (an LLM call) ran past the lookup's `generation_timeout`."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"generating {what} took longer than {seconds:g} s")
+        self.what = what
+        self.seconds = seconds
+
+
 def translate(error: DBAPIError) -> PricingStoreError | None:
     """Return the package error for a driver error, or None when it has no translation.
 

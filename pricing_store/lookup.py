@@ -7,6 +7,7 @@ committed change, from any client, empties within moments (see `cache`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from types import MappingProxyType, TracebackType
@@ -19,12 +20,25 @@ from pricing_store.cache import ChangeListener, ReferenceCache
 from pricing_store.connections import ReadPool
 from pricing_store.db import UNREACHABLE, DriverSettings, first_line, settings_of
 from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
+from pricing_store.generation import (
+    BRAND_GROUP,
+    MODEL,
+    Generations,
+    Kind,
+    PriceGenerator,
+    checked_generator,
+)
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.models.model import MODEL_RULES
 from pricing_store.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
-from pricing_store.validation import non_negative_int
+from pricing_store.stats import LookupStats
+from pricing_store.validation import non_negative_int, positive_seconds
 
 DEFAULT_POOL_SIZE = 10
+DEFAULT_GENERATION_TIMEOUT = 120.0
+DEFAULT_MAX_GENERATIONS = 100
+# Connections for generation's short statements on the primary, when reads go elsewhere.
+GENERATION_POOL_SIZE = 3
 SERVER_SETTINGS = {
     # Named, so operators can tell the lookup's connections apart in pg_stat_activity.
     "application_name": "pricing_store lookup",
@@ -72,6 +86,9 @@ class PricingLookup:
         cache_size: int = 0,
         pool_size: int | None = None,
         listen_to: AsyncEngine | None = None,
+        generator: PriceGenerator | None = None,
+        generation_timeout: float = DEFAULT_GENERATION_TIMEOUT,
+        max_generations: int = DEFAULT_MAX_GENERATIONS,
     ) -> None:
         """Prepare the lookup; nothing connects before `start` (or `async with`).
 
@@ -83,10 +100,14 @@ class PricingLookup:
                 by default.
             listen_to: With a cache, the engine to hear changes from, when reads do not
                 go to the primary itself: standbys and PgBouncer's transaction mode carry
-                no notifications. `bind` by default.
+                no notifications. `bind` by default. Generated rows are written there too.
+            generator: What `get_or_generate` asks for missing rows (see `PriceGenerator`).
+            generation_timeout: Seconds one generator call may take.
+            max_generations: How many generator calls this lookup runs at once (an LLM
+                quota); more wait their turn, holding no connection.
 
         Raises:
-            InvalidValueError: if `cache_size` or `pool_size` is not a valid size.
+            InvalidValueError: if a size, the timeout or the generator is not valid.
         """
         engine = bind if isinstance(bind, AsyncEngine) else bind.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
@@ -114,8 +135,18 @@ class PricingLookup:
         self._hits: Mapping[Any, PriceReference | None] = (
             self._cache.entries if self._cache is not None else NO_HITS
         )
+        self._hit_count = 0
+        self._miss_count = 0
         self._pool: ReadPool | None = None
         self._listener: ChangeListener | None = None
+        self._generator = checked_generator(generator) if generator is not None else None
+        self._generation_timeout = positive_seconds("generation_timeout", generation_timeout)
+        self._max_generations = non_negative_int("max_generations", max_generations)
+        if self._max_generations == 0:
+            raise InvalidValueError("max_generations", "must be at least 1")
+        self._writes_go_elsewhere = listen_to is not None
+        self._primary: ReadPool | None = None
+        self._generations: Generations | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -133,8 +164,20 @@ class PricingLookup:
         """Get ready to read; with a cache, return only once changes are being listened to."""
         if self._pool is None:
             self._pool = ReadPool(self._connect, self._pool_size)
+            self._primary = (
+                ReadPool(self._connect_listener, GENERATION_POOL_SIZE)
+                if self._writes_go_elsewhere
+                else self._pool
+            )
+            if self._generator is not None:
+                self._generations = Generations(
+                    self._generator,
+                    self._primary,
+                    timeout=self._generation_timeout,
+                    limit=self._max_generations,
+                )
         if self._cache is not None and self._listener is None:
-            listener = ChangeListener(self._connect_listener, self._cache)
+            listener = ChangeListener(self._connect_listener, self._cache, self._on_change)
             await listener.start()
             self._listener = listener
 
@@ -143,9 +186,14 @@ class PricingLookup:
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
+        generations, self._generations = self._generations, None
+        if generations is not None:
+            await generations.close()
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        primary, self._primary = self._primary, None
+        for each in {id(pool): pool, id(primary): primary}.values():
+            if each is not None:
+                await each.close()
 
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.
@@ -160,7 +208,9 @@ class PricingLookup:
         except TypeError:  # unhashable, so certainly not a valid key
             hit = MISSING
         if hit is not MISSING:
+            self._hit_count += 1
             return hit  # type: ignore[return-value]
+        self._miss_count += 1
         cache = self._cache
         key = canonical_key(brand, group, model)
         generation = cache.generation if cache is not None else 0
@@ -170,6 +220,77 @@ class PricingLookup:
         if cache is not None:
             cache.put((brand, group, model), reference, generation)
         return reference
+
+    async def get_or_generate(
+        self, brand: str, group: str, model: str | None = None
+    ) -> PriceReference:
+        """Like `get`, generating (and storing) the Brand×Group and the model when missing.
+
+        Only what is missing is generated, once per key however many tasks and processes
+        ask at once; the others wait for the stored row. No connection is held and no
+        transaction is open while the generator runs. A row stored meanwhile by anyone
+        else wins over the generated one.
+
+        Raises:
+            InvalidValueError: if a key is not valid, no generator was given, or the
+                generator returned invalid data (naming the key and the field).
+            GenerationTimeoutError: if the generator ran past `generation_timeout`.
+            DatabaseUnavailableError: if the server cannot be reached.
+            Exception: whatever the generator raised; nothing was stored.
+        """
+        if self._generator is None:
+            raise InvalidValueError(
+                "generator", "get_or_generate needs PricingLookup(generator=...)"
+            )
+        reference = await self.get(brand, group, model)
+        if reference is not None and (model is None or reference.model_found):
+            return reference
+        key = canonical_brand, canonical_group, canonical_model = canonical_key(brand, group, model)
+        missing: list[tuple[Kind, tuple[str, ...]]] = []
+        if reference is None:
+            missing.append((BRAND_GROUP, (canonical_brand, canonical_group)))
+        if canonical_model is not None:
+            missing.append((MODEL, (canonical_brand, canonical_group, canonical_model)))
+        generations = self._generations or await self._started_generations()
+        await asyncio.gather(*(generations.ensure(kind, part) for kind, part in missing))
+        return await self._read_stored((brand, group, model), key)
+
+    async def _read_stored(self, spelled: Key, key: Key) -> PriceReference:
+        """The stored reference, read from the primary, which the generation wrote to."""
+        cache = self._cache
+        generation = cache.generation if cache is not None else 0
+        assert self._primary is not None
+        row = await self._primary.fetchrow(GET_SQL, *key)
+        if row is None:
+            raise LookupError("the generated row was deleted before it could be read")
+        reference = reference_from_row(row, key[2])
+        if cache is not None:
+            cache.put(spelled, reference, generation)
+        return reference
+
+    async def _started_generations(self) -> Generations:
+        await self.start()
+        assert self._generations is not None
+        return self._generations
+
+    def _on_change(self, table: str, keys: list[tuple[str, ...]] | None) -> None:
+        if self._generations is not None:
+            self._generations.changed(table, keys)
+
+    def stats(self) -> LookupStats:
+        """A snapshot of the cache's and the generations' counters."""
+        cache, generations = self._cache, self._generations
+        return LookupStats(
+            hits=self._hit_count,
+            misses=self._miss_count,
+            entries=len(cache.entries) if cache is not None else 0,
+            evictions=dict(cache.evictions) if cache is not None else {},
+            notifications=cache.notifications if cache is not None else 0,
+            listening=cache is not None and cache.active,
+            generations_run=generations.run if generations is not None else 0,
+            generations_failed=generations.failed if generations is not None else 0,
+            generations_in_flight=generations.running if generations is not None else 0,
+        )
 
     async def get_many(
         self, keys: Iterable[tuple[str, str] | tuple[str, str, str | None]]
@@ -193,6 +314,8 @@ class PricingLookup:
                 found[key] = hit  # type: ignore[assignment]
                 continue
             misses.append((key, canonical))
+        self._hit_count += len(found)
+        self._miss_count += len(misses)
         if misses:
             await self._fetch_many(misses, found)
         return found

@@ -193,3 +193,16 @@ def non_negative_int(field: str, value: object) -> int:
     if value < 0:
         raise InvalidValueError(field, f"must not be negative, got {value}")
     return value
+
+
+def positive_seconds(field: str, value: object) -> float:
+    """Validate a duration in seconds.
+
+    Raises:
+        InvalidValueError: if the value is not a finite number greater than zero.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValueError(field, f"must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidValueError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)

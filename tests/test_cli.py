@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import BrandGroupRepository, create_engine
 from tests.conftest import ROOT
+from tests.test_migrations import HEAD, NOTIFICATIONS
 
 SCRIPT = Path(sys.executable).parent / "pricing-store"
 SAMPLES = ROOT / "examples"
@@ -180,13 +181,13 @@ async def test_check_reports_drift_and_missing_migrations(
             text("ALTER TABLE public.models ALTER COLUMN coefficient SET DEFAULT 2.0")
         )
     await drifted_engine.dispose()
-    run_alembic(empty_database, "downgrade", "-1")
+    run_alembic(empty_database, "downgrade", NOTIFICATIONS)
 
     result = run_cli(empty_database, "check")
 
     assert result.returncode == 1
     assert sorted(result.stderr.splitlines()) == [
-        "migrations: database at b7c19e0d4f52, head is 4d2a8f61c0e9 (run make migrate)",
+        f"migrations: database at {NOTIFICATIONS}, head is {HEAD} (run make migrate)",
         "schema differs from the models: add index idx_brand_groups_created_at_id",
         "schema differs from the models: add index idx_models_created_at_id",
         "schema differs from the models: models.coefficient default: database has 2.0, "

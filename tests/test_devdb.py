@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 
 from pricing_store import devdb
 from tests.provision import asyncpg_dsn
+from tests.test_migrations import TABLES_AT_HEAD
 
 
 async def test_dev_database_starts_migrates_and_stops(
@@ -26,7 +27,7 @@ async def test_dev_database_starts_migrates_and_stops(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
         )
         await connection.close()
-        assert [row["tablename"] for row in tables] == ["alembic_version", "brand_groups", "models"]
+        assert {row["tablename"] for row in tables} == TABLES_AT_HEAD
     finally:
         devdb.stop(tmp_path / "pgdata")
 

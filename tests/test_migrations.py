@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,7 +27,15 @@ from tests.provision import asyncpg_dsn
 RunAlembic = Callable[..., None]
 
 SEED_TABLES = "8e4d5b6c2a31"  # the revision that completes the seed's two tables
-HEAD = "4d2a8f61c0e9"
+NOTIFICATIONS = "b7c19e0d4f52"  # the revision before the keyset paging indexes
+# Every revision, oldest first, as the migrations directory has them.
+REVISIONS = [
+    script.revision
+    for script in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
+]
+HEAD = REVISIONS[-1]
+LEASES = "5a9e3c71b2d4"
+TABLES_AT_HEAD = {"alembic_version", "brand_groups", "models", "pricing_store_generation_leases"}
 
 # What `pg_dump --schema-only` prints for the seed's DDL, read from the same catalog functions.
 SEED_COLUMNS = {
@@ -192,11 +201,17 @@ async def test_downgrade_one_step_drops_models_only_and_base_drops_both(
     assert await tables_in(empty_database, "public") == {"alembic_version"}
 
     run_alembic(empty_database, "upgrade", "head")
-    assert await tables_in(empty_database, "public") == {
-        "alembic_version",
-        "brand_groups",
-        "models",
-    }
+    assert await tables_in(empty_database, "public") == TABLES_AT_HEAD
+
+
+async def test_the_lease_revision_adds_its_table_and_goes_back(
+    empty_database: URL, run_alembic: RunAlembic
+) -> None:
+    run_alembic(empty_database, "upgrade", LEASES)
+    assert "pricing_store_generation_leases" in await tables_in(empty_database, "public")
+
+    run_alembic(empty_database, "downgrade", "-1")
+    assert "pricing_store_generation_leases" not in await tables_in(empty_database, "public")
 
 
 async def test_later_revisions_add_notifications_and_paging_indexes_and_go_back(
@@ -269,11 +284,7 @@ async def test_tables_and_version_table_land_in_public_under_a_tenant_search_pat
 
     run_alembic(empty_database, "upgrade", "head")
 
-    assert await tables_in(empty_database, "public") == {
-        "alembic_version",
-        "brand_groups",
-        "models",
-    }
+    assert await tables_in(empty_database, "public") == TABLES_AT_HEAD
     assert await tables_in(empty_database, "user_42") == set()
 
 
@@ -398,8 +409,8 @@ async def test_migrators_started_together_apply_each_revision_once(empty_databas
 
     assert [migrator.returncode for migrator in migrators] == [0, 0, 0]
     applied = "".join(stderr for _, stderr in outputs)
-    for revision in ("-> 3f1c2a9b7d10", "-> 8e4d5b6c2a31", "-> b7c19e0d4f52", "-> 4d2a8f61c0e9"):
-        assert applied.count(revision) == 1
+    for revision in REVISIONS:
+        assert applied.count(f"-> {revision}") == 1
     assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
         (HEAD,)
     ]

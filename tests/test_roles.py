@@ -47,6 +47,17 @@ async def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(
         assert reference is not None
         assert reference.coefficient == Decimal("2.50")
 
+    class Generator:
+        async def brand_group(self, brand: str, group: str) -> dict[str, object]:
+            return {"base_price": 40}
+
+        async def model(self, brand: str, group: str, model: str) -> dict[str, object]:
+            return {"coefficient": "1.5"}
+
+    async with PricingLookup(engine, generator=Generator()) as lookup:
+        generated = await lookup.get_or_generate("Zara", "dresses", "Midi")
+        assert (generated.base_price, generated.coefficient) == (Decimal("40.00"), Decimal("1.50"))
+
     app = await asyncpg.connect(asyncpg_dsn(as_app))
     for statement in (
         "DROP TABLE public.models",

@@ -1,0 +1,202 @@
+"""On-demand generation: one generator call per missing key, across tasks and processes.
+
+Inside a process, callers for one key share one in-flight task. Across processes, the task
+first claims the key's lease (see `leases`): the claimer generates, the others wait for
+the row, woken by the change notification for it or re-checking every `RECHECK_EVERY`
+seconds, and take over if the lease expires. While the generator runs, no connection is
+in use and no transaction is open for it; the row is then stored in one autocommit
+statement that lets a row stored meanwhile by anyone else win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from pricing_store.connections import ReadPool
+from pricing_store.errors import GenerationTimeoutError, InvalidValueError
+from pricing_store.leases import Leases, lease_key
+from pricing_store.models import BrandGroup, Model
+from pricing_store.rows import item_values
+from pricing_store.statements import insert_or_select, table_of
+
+RECHECK_EVERY = 0.5
+
+GeneratedKey = tuple[str, ...]
+
+
+class PriceGenerator(Protocol):
+    """What `PricingLookup.get_or_generate` asks for a missing row (an LLM client, say).
+
+    Each method returns the row's column values, as a mapping or a model object; the key
+    columns may be left out, and must match the key asked for when given.
+    """
+
+    async def brand_group(self, brand: str, group: str) -> Mapping[str, object] | BrandGroup:
+        """Generate the Brand×Group's row."""
+        ...
+
+    async def model(self, brand: str, group: str, model: str) -> Mapping[str, object] | Model:
+        """Generate the model's row."""
+        ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One table that rows can be generated for."""
+
+    description: str
+    model_type: type[BrandGroup] | type[Model]
+    method: str
+
+    @property
+    def table(self) -> str:
+        """The table's name, as change notifications give it."""
+        return table_of(self.model_type).name
+
+    def describe(self, key: GeneratedKey) -> str:
+        """`brand group ("Levi's", "jeans")`, for messages."""
+        parts = ", ".join(json.dumps(part, ensure_ascii=False) for part in key)
+        return f"{self.description} ({parts})"
+
+
+BRAND_GROUP = Kind("brand group", BrandGroup, "brand_group")
+MODEL = Kind("model", Model, "model")
+
+
+def exists_sql(kind: Kind) -> str:
+    """`SELECT 1` of the row with the natural key `$1, $2, ...`."""
+    key = kind.model_type.natural_key
+    condition = " AND ".join(f"{field} = ${number}" for number, field in enumerate(key, 1))
+    return f"SELECT 1 FROM {table_of(kind.model_type).fullname} WHERE {condition}"
+
+
+EXISTS_SQL = {kind.table: exists_sql(kind) for kind in (BRAND_GROUP, MODEL)}
+
+
+class Generations:
+    """Runs the generator for missing keys, once per key, at most `limit` calls at a time."""
+
+    def __init__(
+        self, generator: PriceGenerator, pool: ReadPool, *, timeout: float, limit: int
+    ) -> None:
+        self._generator = generator
+        self._pool = pool
+        self._leases = Leases(pool)
+        self._timeout = timeout
+        self._quota = asyncio.Semaphore(limit)
+        self._in_flight: dict[tuple[str, GeneratedKey], asyncio.Task[None]] = {}
+        self._waiting: dict[tuple[str, GeneratedKey], asyncio.Event] = {}
+        self.run = 0
+        self.failed = 0
+        self.running = 0
+
+    async def ensure(self, kind: Kind, key: GeneratedKey) -> None:
+        """Return once a row for the canonical `key` is stored, generating it if need be.
+
+        Raises:
+            GenerationTimeoutError: if the generator ran past the timeout.
+            InvalidValueError: naming the key and the field, if it returned invalid data.
+            Exception: whatever the generator raised; nothing was stored.
+        """
+        name = (kind.table, key)
+        task = self._in_flight.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._generate(kind, key))
+            self._in_flight[name] = task
+            task.add_done_callback(partial(self._finished, name))
+        # Shielded: a caller that gives up does not cancel the others' generation.
+        await asyncio.shield(task)
+
+    def _finished(self, name: tuple[str, GeneratedKey], task: asyncio.Task[None]) -> None:
+        del self._in_flight[name]
+        if not task.cancelled():
+            task.exception()  # retrieved, even if every caller has gone
+
+    def changed(self, table: str, keys: list[GeneratedKey] | None = None) -> None:
+        """Wake the waiters for these keys of `table` (all of its waiters for None)."""
+        for (waiting_table, key), event in list(self._waiting.items()):
+            if waiting_table == table and (keys is None or key in keys):
+                event.set()
+
+    async def _generate(self, kind: Kind, key: GeneratedKey) -> None:
+        lease = lease_key(kind.table, *key)
+        while not await self._stored(kind, key):
+            async with self._quota:
+                if await self._leases.claim(lease):
+                    try:
+                        # Stored by the previous holder just before it let go?
+                        if not await self._stored(kind, key):
+                            await self._store(kind, key, await self._call(kind, key))
+                    finally:
+                        await self._leases.release(lease)
+                    return
+            await self._wait(kind.table, key)
+
+    async def _stored(self, kind: Kind, key: GeneratedKey) -> bool:
+        return await self._pool.fetchrow(EXISTS_SQL[kind.table], *key) is not None
+
+    async def _call(self, kind: Kind, key: GeneratedKey) -> object:
+        method: Callable[..., Awaitable[object]] = getattr(self._generator, kind.method)
+        self.run += 1
+        self.running += 1
+        try:
+            async with asyncio.timeout(self._timeout) as scope:
+                return await method(*key)
+        except TimeoutError as error:
+            self.failed += 1
+            if scope.expired():
+                raise GenerationTimeoutError(kind.describe(key), self._timeout) from error
+            raise
+        except BaseException:
+            self.failed += 1
+            raise
+        finally:
+            self.running -= 1
+
+    async def _store(self, kind: Kind, key: GeneratedKey, generated: object) -> None:
+        natural_key = dict(zip(kind.model_type.natural_key, key, strict=True))
+        try:
+            values = item_values(kind.model_type, generated, key=natural_key)
+        except InvalidValueError as error:
+            self.failed += 1
+            field = f"generated {kind.describe(key)}: {error.field}"
+            raise InvalidValueError(field, error.rule) from None
+        statement = insert_or_select(kind.model_type, frozenset(values))
+        await self._pool.fetchrow(statement.sql, *statement.arguments(values))
+
+    async def _wait(self, table: str, key: GeneratedKey) -> None:
+        """Until a change to the key is heard of, or `RECHECK_EVERY` seconds at most."""
+        event = self._waiting.setdefault((table, key), asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), RECHECK_EVERY)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting.pop((table, key), None)
+
+    async def close(self) -> None:
+        """Cancel the generations under way; their leases expire."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._leases.close()
+
+
+def checked_generator(generator: object) -> PriceGenerator:
+    """The generator, once it is known to have both methods.
+
+    Raises:
+        InvalidValueError: if it lacks `brand_group` or `model`.
+    """
+    for method in (BRAND_GROUP.method, MODEL.method):
+        if not callable(getattr(generator, method, None)):
+            raise InvalidValueError(
+                "generator", f"must have async methods brand_group and model; no {method}"
+            )
+    return generator  # type: ignore[return-value]

@@ -1,0 +1,96 @@
+"""Leases: which process generates a missing key, agreed through the database.
+
+A lease is a row claimed, renewed and released in single autocommit statements: nothing
+stays open while the generator runs, and it works through PgBouncer's transaction mode,
+where session state (advisory locks, LISTEN) does not stay with the client. The owner
+renews its leases every `RENEW_EVERY` seconds; a lease whose owner died (SIGKILL, a lost
+host) expires `LEASE_SECONDS` after its last renewal, and the next claimer takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+
+from pricing_store.connections import ReadPool
+
+LEASE_SECONDS = 3.0
+RENEW_EVERY = 1.0
+
+# Claims a free or expired lease; also one this owner holds already, so a claim retried
+# after its reply was lost does not lock its owner out.
+CLAIM_SQL = """
+    INSERT INTO public.pricing_store_generation_leases AS lease (lease_key, owner, expires_at)
+    VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+    ON CONFLICT (lease_key) DO UPDATE
+        SET owner = excluded.owner, expires_at = excluded.expires_at
+        WHERE lease.expires_at < clock_timestamp() OR lease.owner = excluded.owner
+    RETURNING true
+"""
+RENEW_SQL = """
+    UPDATE public.pricing_store_generation_leases
+    SET expires_at = clock_timestamp() + make_interval(secs => $2)
+    WHERE owner = $1
+"""
+RELEASE_SQL = (
+    "DELETE FROM public.pricing_store_generation_leases WHERE lease_key = $1 AND owner = $2"
+)
+
+logger = logging.getLogger(__name__)
+
+
+def lease_key(table: str, *parts: str | None) -> str:
+    """The lease's name for a table's key (JSON text: unambiguous for any key)."""
+    return json.dumps([table, *parts], ensure_ascii=False)
+
+
+class Leases:
+    """The leases one lookup claims, renewed in the background while it holds any."""
+
+    def __init__(self, pool: ReadPool) -> None:
+        self._pool = pool
+        self._owner = uuid.uuid4().hex
+        self._held: set[str] = set()
+        self._renewing: asyncio.Task[None] | None = None
+
+    async def claim(self, key: str) -> bool:
+        """Claim the lease named `key`; False while another owner holds it unexpired.
+
+        Raises:
+            DatabaseUnavailableError: if the server cannot be reached.
+        """
+        claimed = await self._pool.fetchrow(CLAIM_SQL, key, self._owner, LEASE_SECONDS)
+        if claimed is None:
+            return False
+        self._held.add(key)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.get_running_loop().create_task(self._renew())
+        return True
+
+    async def release(self, key: str) -> None:
+        """Give the lease up; a failure only leaves it to expire."""
+        self._held.discard(key)
+        try:
+            await self._pool.fetch(RELEASE_SQL, key, self._owner)
+        except Exception:
+            logger.warning("pricing_store: lease %s not released; it will expire", key)
+
+    async def _renew(self) -> None:
+        while self._held:
+            await asyncio.sleep(RENEW_EVERY)
+            if not self._held:
+                return
+            try:
+                await self._pool.fetch(RENEW_SQL, self._owner, LEASE_SECONDS)
+            except Exception:
+                logger.warning("pricing_store: leases not renewed; retrying", exc_info=True)
+
+    async def close(self) -> None:
+        """Stop renewing; leases still held expire on their own."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
