@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench demo migrate downgrade migrate-sql revision roles devdb-stop
+.PHONY: help install test lint format bench workload demo migrate downgrade migrate-sql revision roles devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ lint: ## ruff check, ruff format --check and mypy --strict
 
 bench: ## Measure against raw asyncpg on the same server (ratios; see README)
 	$(BIN)/python bench/bench.py
+
+workload: ## The production shape: 4 services, LLM generation on demand, a writer (WORKLOAD_ARGS=--json)
+	$(BIN)/python bench/workload.py $(WORKLOAD_ARGS)
 
 format: ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -45,10 +45,14 @@ class ModelRepository(Repository[Model]):
     ) -> tuple[Model, bool]:
         """Return the model, or store what `await generate()` makes for it.
 
-        `generate` (an LLM call, say) runs only when the row is missing, and once per key
-        across every process: concurrent callers wait on a transaction-scoped advisory lock
-        until the first caller's transaction ends. It returns a mapping of column values or
-        a `Model`; the key may be left out of it. If it raises, nothing is written.
+        `generate` runs only when the row is missing, and once per key across every
+        process: concurrent callers wait on a transaction-scoped advisory lock until the
+        first caller's transaction ends. This holds the caller's transaction, its pooled
+        connection and the lock open for the whole `generate` call: with an LLM call of
+        seconds, a herd of callers exhausts the pool. Services should use
+        `PricingLookup.get_or_generate`, which holds nothing while generating.
+        `generate` returns a mapping of column values or a model object; the key may be
+        left out of it. If it raises, nothing is written.
 
         Raises:
             InvalidValueError: if a key, or what `generate` returned, is invalid.
