@@ -1,70 +1,194 @@
 """An in-process cache of lookups that PostgreSQL keeps honest.
 
 Triggers on both tables send a `pricing_store_changes` notification at the commit of any
-statement that changed them, from any client. A listening connection empties the cache on
-each one. While the listener is not connected, the cache is empty and bypassed; it is
-reconnected in the background, and the cache serves again once it listens.
+statement that changed them, from any client, naming the changed keys (or none, for "the
+whole table") and carrying a number that grows by one with each notification in commit
+order. A listening connection evicts what each one names. A skipped number means a missed
+notification: everything is evicted. While the listener is not connected, the cache is
+empty and bypassed; it is reconnected in the background, and serves again once it listens.
+
+A value read while a change to its key was on its way is not stored (see `Token`). Reading
+from a standby, a value is stored only if the standby had replayed every change notified
+for that key (see `ReferenceCache.replayed_enough`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from pricing_store.connections import Connect
-
-# Told of every change heard: the table, and its changed keys (None for "any key").
-OnChange = Callable[[str, list[tuple[str, ...]] | None], None]
 
 CHANNEL = "pricing_store_changes"
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
 EVICTION_CAUSES = ("key", "table", "gap", "reconnect", "size")
+BRAND_GROUPS = "brand_groups"
+# How many Brand×Groups to remember versions and replay positions of, between table-wide
+# evictions (a few MB at most).
+REMEMBERED_GROUPS = 100_000
+# A replay position no standby has reached: the primary's is being asked for.
+NOT_YET_KNOWN = 1 << 64
+PRIMARY_POSITION_SQL = "SELECT pg_current_wal_insert_lsn()"
+
+Key = tuple[str, str, str | None]
+Group = tuple[str, str]
+# Told of every change heard: the table, and its changed keys (None for "any key").
+OnChange = Callable[[str, list[tuple[str, ...]] | None], None]
 
 logger = logging.getLogger(__name__)
 
 
-class ReferenceCache:
-    """At most `size` entries; every change anywhere empties it.
+class Token(NamedTuple):
+    """What had been evicted when a read began; `put` stores its value only if nothing since."""
 
-    `generation` counts the emptyings: a value read from the database may be stored only if
-    no change arrived while it was being read (`put` checks), so a stale read never sticks.
-    While not `active` it holds nothing, so a reader may look up `entries` without asking.
+    epoch: int
+    group_version: int
+
+
+class ReferenceCache:
+    """At most `size` entries, least recently used first out, keyed by the key as spelled.
+
+    Each entry remembers its canonical key, so a change evicts every spelling of it. While
+    not `active` it holds nothing, so a reader may look up `entries` without asking.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: dict[Any, Any] = {}
-        self.generation = 0
+        self.entries: OrderedDict[Any, Any] = OrderedDict()
+        self.touch = self.entries.move_to_end
+        self._canonical: dict[Any, Key] = {}
+        self._spellings: dict[Group, set[Any]] = {}
+        # Bumped by every table-wide eviction; per Brand×Group, by every eviction of it.
+        self._epoch = 0
+        self._group_versions: dict[Group, int] = {}
+        # Reading from a standby: the primary's WAL position each change was notified at.
+        self._needed_positions: dict[Group, int] = {}
+        self._needed_everywhere = 0
         self.active = False
         self.notifications = 0
         self.evictions: dict[str, int] = dict.fromkeys(EVICTION_CAUSES, 0)
 
-    def clear(self) -> None:
-        """Forget everything, and make reads that were under way not store their result."""
-        self.entries.clear()
-        self.generation += 1
+    def token(self, key: Key) -> Token:
+        """Taken before a read of `key` (canonical) begins."""
+        return Token(self._epoch, self._group_versions.get(key[:2], 0))
 
-    def put(self, key: Any, value: Any, generation: int) -> None:
-        """Store a value read during `generation`, dropping the oldest entry when full."""
-        if not self.active or generation != self.generation:
+    def put(
+        self, spelled: Any, key: Key, value: Any, token: Token, replayed: int | None = None
+    ) -> None:
+        """Store a value read since `token` was taken, unless a change to it came meanwhile.
+
+        `replayed` is the standby's replay position the value was read at (None on a
+        primary): below a position a change to the key was notified at, it is not stored.
+        """
+        if not self.active or token != self.token(key) or not self.replayed_enough(key, replayed):
+            return
+        if spelled in self.entries:
+            self.entries[spelled] = value
+            self.entries.move_to_end(spelled)
             return
         if len(self.entries) >= self.size:
-            del self.entries[next(iter(self.entries))]
-        self.entries[key] = value
+            oldest, _ = self.entries.popitem(last=False)
+            self._forget(oldest)
+            self.evictions["size"] += 1
+        self.entries[spelled] = value
+        self._canonical[spelled] = key
+        self._spellings.setdefault(key[:2], set()).add(spelled)
+
+    def _forget(self, spelled: Any) -> None:
+        key = self._canonical.pop(spelled)
+        spellings = self._spellings[key[:2]]
+        spellings.discard(spelled)
+        if not spellings:
+            del self._spellings[key[:2]]
+
+    def evict_keys(self, table: str, keys: Iterable[Sequence[str]]) -> None:
+        """Evict every entry a change to these keys (of `table`) may have changed.
+
+        A Brand×Group's change reaches every entry of it, with a model or without; a
+        model's, only the entries of that model.
+        """
+        for changed in keys:
+            group: Group = (changed[0], changed[1])
+            self._group_versions[group] = self._group_versions.get(group, 0) + 1
+            for spelled in list(self._spellings.get(group, ())):
+                if table == BRAND_GROUPS or self._canonical[spelled][2] == changed[2]:
+                    del self.entries[spelled]
+                    self._forget(spelled)
+                    self.evictions["key"] += 1
+        if len(self._group_versions) > REMEMBERED_GROUPS:
+            self.clear("table")  # forgets the versions, and makes every read under way void
+
+    def clear(self, cause: str | None) -> None:
+        """Evict everything, counted under `cause`; reads under way do not store their result."""
+        if cause is not None:
+            self.evictions[cause] += len(self.entries)
+        self.entries.clear()
+        self._canonical.clear()
+        self._spellings.clear()
+        self._group_versions.clear()
+        self._epoch += 1
+
+    def evict_table(self, table: str) -> None:
+        """Evict whatever a change to any key of `table` may have changed."""
+        if table == BRAND_GROUPS:
+            self.clear("table")
+            return
+        with_model = [spelled for spelled, key in self._canonical.items() if key[2] is not None]
+        for spelled in with_model:
+            del self.entries[spelled]
+            self._forget(spelled)
+        self.evictions["table"] += len(with_model)
+        self._group_versions.clear()
+        self._epoch += 1
+
+    def need_position(self, groups: Iterable[Group] | None, position: int) -> None:
+        """A standby must have replayed `position` before these groups' values are stored."""
+        if groups is None:
+            self._needed_everywhere = position
+            self._needed_positions.clear()
+            return
+        for group in groups:
+            self._needed_positions[group] = position
+        if len(self._needed_positions) > REMEMBERED_GROUPS:
+            self._needed_everywhere = max(self._needed_positions.values())
+            self._needed_positions.clear()
+
+    def replayed_enough(self, key: Key, replayed: int | None) -> bool:
+        """Whether a value read at replay position `replayed` (None: on a primary) may stay."""
+        if replayed is None:
+            return True
+        needed = self._needed_positions.get(key[:2], 0)
+        return replayed >= needed and replayed >= self._needed_everywhere
 
 
 class ChangeListener:
-    """Holds a LISTEN connection for `cache`, reconnecting whenever it is lost."""
+    """Holds a LISTEN connection for `cache`, reconnecting whenever it is lost.
 
-    def __init__(self, connect: Connect, cache: ReferenceCache, on_change: OnChange) -> None:
+    With `track_positions` (reads go to a standby) it also asks the primary for its WAL
+    position after each notification, for `ReferenceCache.replayed_enough`.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        cache: ReferenceCache,
+        on_change: OnChange,
+        *,
+        track_positions: bool = False,
+    ) -> None:
         self._connect = connect
         self._cache = cache
         self._on_change_heard = on_change
+        self._track_positions = track_positions
         self._connection: Any = None
+        self._last_sequence: int | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._asking: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -73,20 +197,66 @@ class ChangeListener:
 
     async def _listen(self) -> None:
         connection = await self._connect()
-        await connection.add_listener(CHANNEL, self._on_change)
-        connection.add_termination_listener(self._on_lost)
+        try:
+            await connection.add_listener(CHANNEL, self._on_change)
+            connection.add_termination_listener(self._on_lost)
+            if self._track_positions:
+                # Anything committed so far must be replayed before a standby's value stays.
+                self._cache.need_position(None, await connection.fetchval(PRIMARY_POSITION_SQL))
+        except BaseException:
+            connection.terminate()
+            raise
         self._connection = connection
+        self._last_sequence = None
         # Anything may have changed while nobody listened.
-        self._cache.clear()
+        self._cache.clear("reconnect")
         self._cache.active = True
 
     def _on_change(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        self._cache.clear()
-        self._on_change_heard(payload, None)
+        cache = self._cache
+        cache.notifications += 1
+        try:
+            message = json.loads(payload)
+            table, sequence, keys = str(message["t"]), int(message["s"]), message["k"]
+        except (ValueError, TypeError, KeyError):
+            # The previous revision's trigger sends the table's name alone.
+            table, sequence, keys = payload, None, None
+        if sequence is not None:
+            if self._last_sequence is not None and sequence != self._last_sequence + 1:
+                logger.warning("pricing_store: change notifications missed; cache emptied")
+                cache.clear("gap")
+            self._last_sequence = sequence
+        changed = [tuple(key) for key in keys] if isinstance(keys, list) else None
+        if changed is None:
+            cache.evict_table(table)
+        else:
+            cache.evict_keys(table, changed)
+        if self._track_positions:
+            self._ask_position(None if changed is None else [(key[0], key[1]) for key in changed])
+        self._on_change_heard(table, changed)
+
+    def _ask_position(self, groups: list[Group] | None) -> None:
+        """Mark the groups unreplayable until the primary's position comes back."""
+        self._cache.need_position(groups, NOT_YET_KNOWN)
+        task = asyncio.get_running_loop().create_task(self._position(groups))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
+    async def _position(self, groups: list[Group] | None) -> None:
+        connection = self._connection
+        if connection is None:
+            return  # lost: the cache is bypassed, and reconnecting asks afresh
+        try:
+            position = await connection.fetchval(PRIMARY_POSITION_SQL)
+        except Exception:
+            logger.warning("pricing_store: WAL position not read; cache emptied", exc_info=True)
+            self._cache.clear("reconnect")
+            return
+        self._cache.need_position(groups, position)
 
     def _on_lost(self, *_: object) -> None:
         self._cache.active = False
-        self._cache.clear()
+        self._cache.clear("reconnect")
         self._connection = None
         if not self._closed:
             logger.warning("pricing_store: change listener lost; cache bypassed until back")
@@ -97,23 +267,30 @@ class ChangeListener:
         while not self._closed:
             try:
                 await self._listen()
-            except Exception:
+            except Exception as error:
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                logger.info("pricing_store: change listener not back (%s); retrying", error)
                 attempt += 1
                 await asyncio.sleep(delay)
             else:
                 logger.info("pricing_store: change listener back; cache in use again")
                 return
 
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is up."""
+        return self._connection is not None
+
     async def close(self) -> None:
         """Stop listening and reconnecting; the cache stays bypassed."""
         self._closed = True
         self._cache.active = False
-        self._cache.clear()
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
+        self._cache.clear(None)
+        for task in [self._reconnecting, *self._asking]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.remove_termination_listener(self._on_lost)

@@ -16,7 +16,7 @@ from typing import Any, Self
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.cache import ChangeListener, ReferenceCache
+from pricing_store.cache import ChangeListener, Key, ReferenceCache, Token
 from pricing_store.connections import ReadPool
 from pricing_store.db import UNREACHABLE, DriverSettings, first_line, settings_of
 from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
@@ -59,6 +59,12 @@ GET_SQL = f"""
         ON m.brand = bg.brand AND m.group_name = bg.group_name AND m.model = $3
     WHERE bg.brand = $1 AND bg.group_name = $2
 """
+# On a standby, the same with the position it has replayed to, in a row even for no match.
+GET_ON_STANDBY_SQL = f"""
+    SELECT replay.replayed, found.*
+    FROM (SELECT pg_last_wal_replay_lsn() AS replayed) AS replay
+    LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
+"""
 # The same for many keys at once, each row tagged with its key's position.
 GET_MANY_SQL = f"""
     SELECT k.position, {REFERENCE_COLUMNS}
@@ -69,7 +75,11 @@ GET_MANY_SQL = f"""
         ON m.brand = k.brand AND m.group_name = k.group_name AND m.model = k.model
 """
 
-Key = tuple[str, str, str | None]
+GET_MANY_ON_STANDBY_SQL = f"""
+    SELECT replay.replayed, found.*
+    FROM (SELECT pg_last_wal_replay_lsn() AS replayed) AS replay
+    LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
+"""
 
 
 class PricingLookup:
@@ -135,6 +145,10 @@ class PricingLookup:
         self._hits: Mapping[Any, PriceReference | None] = (
             self._cache.entries if self._cache is not None else NO_HITS
         )
+        # Marks a hit most recently used (only ever called on a hit, so never without cache).
+        self._touch = self._cache.touch if self._cache is not None else None
+        # Reads may go to a standby: a value is cached only once it has replayed enough.
+        self._on_standby = listen_to is not None
         self._hit_count = 0
         self._miss_count = 0
         self._pool: ReadPool | None = None
@@ -177,7 +191,12 @@ class PricingLookup:
                     limit=self._max_generations,
                 )
         if self._cache is not None and self._listener is None:
-            listener = ChangeListener(self._connect_listener, self._cache, self._on_change)
+            listener = ChangeListener(
+                self._connect_listener,
+                self._cache,
+                self._on_change,
+                track_positions=self._on_standby,
+            )
             await listener.start()
             self._listener = listener
 
@@ -203,22 +222,31 @@ class PricingLookup:
         Raises:
             InvalidValueError: if a key is not a valid key.
         """
+        spelled = (brand, group, model)
         try:  # keyed as passed: a hit needs no canonicalising
-            hit = self._hits.get((brand, group, model), MISSING)
+            hit = self._hits.get(spelled, MISSING)
         except TypeError:  # unhashable, so certainly not a valid key
             hit = MISSING
         if hit is not MISSING:
             self._hit_count += 1
+            self._touch(spelled)  # type: ignore[misc]
             return hit  # type: ignore[return-value]
         self._miss_count += 1
-        cache = self._cache
         key = canonical_key(brand, group, model)
-        generation = cache.generation if cache is not None else 0
         pool = self._pool or await self._started_pool()
+        cache = self._cache
+        if cache is None:
+            row = await pool.fetchrow(GET_SQL, *key)
+            return reference_from_row(row, key[2]) if row is not None else None
+        token = cache.token(key)
+        if self._on_standby:
+            replayed, *columns = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
+            reference = reference_from_row(columns, key[2]) if columns[0] is not None else None
+            cache.put(spelled, key, reference, token, replayed)
+            return reference
         row = await pool.fetchrow(GET_SQL, *key)
         reference = reference_from_row(row, key[2]) if row is not None else None
-        if cache is not None:
-            cache.put((brand, group, model), reference, generation)
+        cache.put(spelled, key, reference, token)
         return reference
 
     async def get_or_generate(
@@ -258,14 +286,14 @@ class PricingLookup:
     async def _read_stored(self, spelled: Key, key: Key) -> PriceReference:
         """The stored reference, read from the primary, which the generation wrote to."""
         cache = self._cache
-        generation = cache.generation if cache is not None else 0
+        token = cache.token(key) if cache is not None else None
         assert self._primary is not None
         row = await self._primary.fetchrow(GET_SQL, *key)
         if row is None:
             raise LookupError("the generated row was deleted before it could be read")
         reference = reference_from_row(row, key[2])
-        if cache is not None:
-            cache.put(spelled, reference, generation)
+        if cache is not None and token is not None:
+            cache.put(spelled, key, reference, token)
         return reference
 
     async def _started_generations(self) -> Generations:
@@ -286,7 +314,7 @@ class PricingLookup:
             entries=len(cache.entries) if cache is not None else 0,
             evictions=dict(cache.evictions) if cache is not None else {},
             notifications=cache.notifications if cache is not None else 0,
-            listening=cache is not None and cache.active,
+            listening=self._listener is not None and self._listener.listening,
             generations_run=generations.run if generations is not None else 0,
             generations_failed=generations.failed if generations is not None else 0,
             generations_in_flight=generations.running if generations is not None else 0,
@@ -309,9 +337,11 @@ class PricingLookup:
         for position, key in enumerate(keys):
             # First, so that a key that is no tuple of strings fails here, hashable or not.
             canonical = canonical_position(position, key)
-            hit = hits.get(padded(key), MISSING)
+            spelled = padded(key)
+            hit = hits.get(spelled, MISSING)
             if hit is not MISSING:
                 found[key] = hit  # type: ignore[assignment]
+                self._touch(spelled)  # type: ignore[misc]
                 continue
             misses.append((key, canonical))
         self._hit_count += len(found)
@@ -322,11 +352,19 @@ class PricingLookup:
 
     async def _fetch_many(self, misses: list[tuple[Any, Key]], found: dict[Any, Any]) -> None:
         cache = self._cache
-        generation = cache.generation if cache is not None else 0
         distinct = list(dict.fromkeys(canonical for _, canonical in misses))
+        tokens: dict[Key, Token] = (
+            {key: cache.token(key) for key in distinct} if cache is not None else {}
+        )
         brands, groups, models = zip(*distinct, strict=True)
         pool = self._pool or await self._started_pool()
-        rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
+        replayed = None
+        if self._on_standby and cache is not None:
+            rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
+            replayed = rows[0][0]
+            rows = [row[1:] for row in rows if row[1] is not None]
+        else:
+            rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
         for row in rows:
             key = distinct[row[0] - 1]
@@ -334,7 +372,7 @@ class PricingLookup:
         for original, canonical in misses:
             reference = found[original] = by_key.get(canonical)
             if cache is not None:
-                cache.put(padded(original), reference, generation)
+                cache.put(padded(original), canonical, reference, tokens[canonical], replayed)
 
     async def _started_pool(self) -> ReadPool:
         await self.start()

@@ -157,6 +157,36 @@ class OwnServer:
     def _pg_ctl(self, *arguments: str) -> None:
         self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._server.system_user)
 
+    def standby(self, directory: Path) -> Standby:
+        """A streaming standby of this server in `directory`, made with `pg_basebackup -R`."""
+        return Standby(self, directory)
+
+
+class Standby:
+    """A hot standby streaming from an OwnServer, on a socket of its own."""
+
+    def __init__(self, primary: OwnServer, directory: Path) -> None:
+        self._embedded = primary._embedded
+        self._user = primary._server.system_user
+        self._data = directory / "standby"
+        self._data.mkdir(mode=0o700)
+        if self._user is not None:
+            owner = pwd.getpwnam(self._user)
+            os.chown(self._data, owner.pw_uid, owner.pw_gid)
+        source = ["-h", primary._socket_directory, "-U", primary.url.username or "postgres"]
+        self._embedded.pg_basebackup(
+            ["-D", str(self._data), "-R", "-X", "stream", *source], user=self._user
+        )
+        self._pg_ctl("-w", "-o", f"-h '' -k {self._data}", "-l", str(self._data / "log"), "start")
+        self.url = primary.url.set(query={"host": str(self._data)})
+
+    def close(self) -> None:
+        """Stop it (its folder goes with the test's)."""
+        self._pg_ctl("-w", "-m", "immediate", "stop")
+
+    def _pg_ctl(self, *arguments: str) -> None:
+        self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._user)
+
 
 @contextlib.contextmanager
 def pgbouncer_in_front_of(server: URL, binary: str) -> Iterator[URL]:

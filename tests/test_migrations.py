@@ -35,7 +35,13 @@ REVISIONS = [
 ]
 HEAD = REVISIONS[-1]
 LEASES = "5a9e3c71b2d4"
-TABLES_AT_HEAD = {"alembic_version", "brand_groups", "models", "pricing_store_generation_leases"}
+TABLES_AT_HEAD = {
+    "alembic_version",
+    "brand_groups",
+    "models",
+    "pricing_store_generation_leases",
+    "pricing_store_change_sequence",
+}
 
 # What `pg_dump --schema-only` prints for the seed's DDL, read from the same catalog functions.
 SEED_COLUMNS = {
@@ -218,23 +224,31 @@ async def test_later_revisions_add_notifications_and_paging_indexes_and_go_back(
     empty_database: URL, run_alembic: RunAlembic
 ) -> None:
     triggers = (
-        "SELECT event_object_table, action_timing, action_orientation, event_manipulation "
-        "FROM information_schema.triggers WHERE trigger_name = 'pricing_store_notify_change'"
+        "SELECT event_object_table, trigger_name, action_timing, action_orientation, "
+        "event_manipulation FROM information_schema.triggers "
+        "WHERE trigger_name LIKE 'pricing_store_notify%'"
     )
     paging = "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%created_at_id'"
     run_alembic(empty_database, "upgrade", "head")
 
-    found = await fetch(empty_database, triggers)
-    assert {(table, timing, level) for table, timing, level, _ in found} == {
-        ("brand_groups", "AFTER", "STATEMENT"),
-        ("models", "AFTER", "STATEMENT"),
+    # One trigger per event, each with its transition tables (TRUNCATE is not listed here).
+    assert set(await fetch(empty_database, triggers)) == {
+        (table, f"pricing_store_notify_{event.lower()}", "AFTER", "STATEMENT", event)
+        for table in ("brand_groups", "models")
+        for event in ("INSERT", "UPDATE", "DELETE")
     }
-    # information_schema does not list TRUNCATE; the lookup tests show it notifies too.
-    assert {event for *_, event in found} == {"INSERT", "UPDATE", "DELETE"}
     assert {row[0] for row in await fetch(empty_database, paging)} == {
         "idx_brand_groups_created_at_id",
         "idx_models_created_at_id",
     }
+
+    run_alembic(empty_database, "downgrade", LEASES)  # today's trigger is back
+    assert set(await fetch(empty_database, triggers)) == {
+        (table, "pricing_store_notify_change", "AFTER", "STATEMENT", event)
+        for table in ("brand_groups", "models")
+        for event in ("INSERT", "UPDATE", "DELETE")
+    }
+    assert "pricing_store_change_sequence" not in await tables_in(empty_database, "public")
 
     run_alembic(empty_database, "downgrade", SEED_TABLES)
     assert await fetch(empty_database, triggers) == []

@@ -1,0 +1,287 @@
+"""The cache: a change evicts what it changed, every spelling of it, and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store import BrandGroupRepository, ModelRepository, PricingLookup
+from tests.factories import brand_group, model
+from tests.provision import asyncpg_dsn
+from tests.test_lookup import eventually
+
+GROUPS = 20
+
+
+class Counted(PricingLookup):
+    """A lookup that counts the statements it sends to read."""
+
+    sent: list[str]
+
+    async def _connect(self) -> Any:
+        connection = await super()._connect()
+        connection.add_query_logger(lambda logged: self.sent.append(logged.query))
+        return connection
+
+
+@pytest.fixture
+async def stored(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """GROUPS Brand×Groups, each with models 501 and 505."""
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Brand {number}") for number in range(GROUPS)
+        )
+        await ModelRepository(writer).bulk_upsert(
+            model(f"Brand {number}", name=name)
+            for number in range(GROUPS)
+            for name in ("501", "505")
+        )
+
+
+@pytest.fixture
+async def raw(admin_engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """Another client, writing raw SQL behind the lookup's back."""
+    connection = await asyncpg.connect(asyncpg_dsn(admin_engine.url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def lookup(engine: AsyncEngine) -> AsyncIterator[Counted]:
+    async with Counted(engine, cache_size=1_000) as counted:
+        counted.sent = []
+        yield counted
+
+
+async def reads(lookup: Counted) -> int:
+    """How many statements the lookup has sent (its query logger runs a moment later)."""
+    await asyncio.sleep(0)
+    return len(lookup.sent)
+
+
+async def heard(lookup: PricingLookup, notifications: int) -> None:
+    """Until the lookup has heard this many notifications in all."""
+
+    async def enough() -> bool:
+        return lookup.stats().notifications >= notifications
+
+    await eventually(enough)
+
+
+async def base_price(lookup: PricingLookup, brand: str, model: str | None = None) -> Any:
+    reference = await lookup.get(brand, "jeans", model)
+    return None if reference is None else reference.base_price
+
+
+@pytest.mark.usefixtures("stored")
+async def test_writes_to_other_keys_leave_cached_keys_cached(
+    lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    for number in range(10):
+        await lookup.get(f"Brand {number}", "jeans", "501")
+    assert await reads(lookup) == 10
+
+    for number in range(10, GROUPS):
+        await raw.execute(
+            "UPDATE public.brand_groups SET base_price = 30 WHERE brand = $1", f"Brand {number}"
+        )
+        await raw.execute(
+            "UPDATE public.models SET coefficient = 2 WHERE brand = $1", f"Brand {number}"
+        )
+    await heard(lookup, 2 * (GROUPS - 10))
+    for number in range(10):
+        await lookup.get(f"Brand {number}", "jeans", "501")
+
+    assert await reads(lookup) == 10, "cached keys were read again"
+    stats = lookup.stats()
+    assert (stats.hits, stats.misses, stats.entries) == (10, 10, 10)
+    assert sum(stats.evictions.values()) == 0
+
+
+@pytest.mark.usefixtures("stored")
+async def test_a_change_evicts_every_spelling_of_its_key(
+    lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    spellings = ["Brand 1", " Brand 1", "Brand 1 ", "Brand 1\u0020"]
+    for spelling in spellings:
+        assert await base_price(lookup, spelling) == Decimal("25.00")
+    await raw.execute("UPDATE public.brand_groups SET base_price = 31 WHERE brand = 'Brand 1'")
+    await heard(lookup, 1)
+
+    assert [await base_price(lookup, spelling) for spelling in spellings] == [Decimal("31.00")] * 4
+    assert lookup.stats().evictions["key"] == 3  # the fourth spelling is the first's
+
+
+@pytest.mark.usefixtures("stored")
+async def test_a_model_change_evicts_only_that_model(
+    lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    for name in ("501", "505", None):
+        await lookup.get("Brand 2", "jeans", name)
+    await raw.execute(
+        "UPDATE public.models SET coefficient = 2.2 WHERE brand = 'Brand 2' AND model = '501'"
+    )
+    await heard(lookup, 1)
+    sent = await reads(lookup)
+
+    changed = await lookup.get("Brand 2", "jeans", "501")
+    await lookup.get("Brand 2", "jeans", "505")
+    await lookup.get("Brand 2", "jeans")
+
+    assert changed is not None
+    assert changed.coefficient == Decimal("2.20")
+    assert await reads(lookup) == sent + 1  # the other model and the Brand×Group were cached
+    assert lookup.stats().evictions["key"] == 1
+
+
+@pytest.mark.usefixtures("stored")
+async def test_a_brand_group_change_evicts_its_entries_with_and_without_models(
+    lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    for name in ("501", "505", "Unknown", None):
+        await lookup.get("Brand 3", "jeans", name)
+    await lookup.get("Brand 4", "jeans")
+    await raw.execute("UPDATE public.brand_groups SET base_price = 40 WHERE brand = 'Brand 3'")
+    await heard(lookup, 1)
+
+    assert {await base_price(lookup, "Brand 3", name) for name in ("501", "505", None)} == {
+        Decimal("40.00")
+    }
+    assert lookup.stats().evictions["key"] == 4
+    assert lookup.stats().entries == 4  # three read again, and Brand 4 untouched
+
+
+async def test_every_kind_of_change_reaches_the_cache(
+    session_factory: async_sessionmaker[AsyncSession], lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    assert await lookup.get("Levi's", "jeans", "501") is None  # a miss, cached
+
+    async with session_factory.begin() as writer:  # insert
+        await BrandGroupRepository(writer).upsert(brand_group(base_price=25))
+
+    async def priced(expected: Any, model_name: str | None = "501") -> bool:
+        return await base_price(lookup, "Levi's", model_name) == expected
+
+    await eventually(lambda: priced(Decimal("25.00")))
+
+    await raw.execute("UPDATE public.brand_groups SET base_price = 26")  # update
+    await eventually(lambda: priced(Decimal("26.00")))
+
+    async with session_factory.begin() as writer:  # a model row alone
+        await ModelRepository(writer).upsert(model(coefficient="1.7"))
+
+    async def coefficient_is(expected: str) -> bool:
+        reference = await lookup.get("Levi's", "jeans", "501")
+        return reference is not None and reference.coefficient == Decimal(expected)
+
+    await eventually(lambda: coefficient_is("1.70"))
+
+    await raw.execute("DELETE FROM public.models")  # delete
+    await eventually(lambda: coefficient_is("1.00"))
+
+    async with session_factory.begin() as writer:  # a bulk load of 20,000 rows
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Bulk {number}", base_price=27) if number else brand_group(base_price=27)
+            for number in range(20_000)
+        )
+    await eventually(lambda: priced(Decimal("27.00")))
+
+    await raw.execute("TRUNCATE public.brand_groups")  # truncate
+    await eventually(lambda: priced(None))
+    assert lookup.stats().evictions["table"] >= 1
+
+
+@pytest.mark.usefixtures("stored")
+async def test_a_gap_in_the_numbers_evicts_everything(
+    lookup: Counted, raw: asyncpg.Connection
+) -> None:
+    for number in range(5):
+        await lookup.get(f"Brand {number}", "jeans")
+    await raw.execute("UPDATE public.brand_groups SET base_price = 30 WHERE brand = 'Brand 9'")
+    await heard(lookup, 1)
+    # As if a notification had been lost: the next one's number skips some.
+    await raw.execute("UPDATE public.pricing_store_change_sequence SET last_value = last_value + 3")
+    await raw.execute("UPDATE public.brand_groups SET base_price = 31 WHERE brand = 'Brand 9'")
+    await heard(lookup, 2)
+
+    stats = lookup.stats()
+    assert stats.evictions["gap"] == 5
+    assert stats.entries == 0
+
+
+async def test_payloads_name_keys_and_stay_under_the_limit(
+    session_factory: async_sessionmaker[AsyncSession], raw: asyncpg.Connection
+) -> None:
+    received: list[dict[str, Any]] = []
+    await raw.add_listener(
+        "pricing_store_changes", lambda *args: received.append(json.loads(args[-1]))
+    )
+    payload_sizes: list[int] = []
+    await raw.add_listener(
+        "pricing_store_changes", lambda *args: payload_sizes.append(len(args[-1].encode()))
+    )
+
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Brand {number}") for number in range(3)
+        )
+    long_brand = "B" * 99
+    async with session_factory.begin() as writer:  # many long keys: over 8,000 bytes named
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"{long_brand}{number % 10}", f"group {number}") for number in range(150)
+        )
+    async with session_factory.begin() as writer:  # many keys
+        await BrandGroupRepository(writer).bulk_upsert(
+            brand_group(f"Many {number}") for number in range(500)
+        )
+    await eventually(lambda: asyncio.sleep(0, len(received) == 3))
+
+    assert [message["t"] for message in received] == ["brand_groups"] * 3
+    assert sorted(map(tuple, received[0]["k"])) == [(f"Brand {n}", "jeans") for n in range(3)]
+    assert received[1]["k"] is None
+    assert received[2]["k"] is None
+    assert [message["s"] for message in received] == [
+        received[0]["s"] + offset for offset in range(3)
+    ]
+    assert max(payload_sizes) < 8000
+
+
+@pytest.mark.usefixtures("stored")
+async def test_eviction_is_least_recently_used(engine: AsyncEngine) -> None:
+    async with Counted(engine, cache_size=3) as lookup:
+        lookup.sent = []
+        for number in (0, 1, 2, 0, 3):  # Brand 0 used again before Brand 3 arrives
+            await lookup.get(f"Brand {number}", "jeans")
+        sent = await reads(lookup)
+        await lookup.get("Brand 0", "jeans")
+        assert await reads(lookup) == sent  # kept: it was used recently
+        await lookup.get("Brand 1", "jeans")
+        assert await reads(lookup) == sent + 1  # the least recently used one went
+        assert lookup.stats().evictions["size"] == 2
+
+
+@pytest.mark.usefixtures("stored")
+async def test_stats_are_a_snapshot(lookup: Counted) -> None:
+    await lookup.get("Brand 0", "jeans")
+    await lookup.get("Brand 0", "jeans")
+    await lookup.get_many([("Brand 0", "jeans"), ("Brand 1", "jeans")])
+    stats = lookup.stats()
+
+    assert (stats.hits, stats.misses, stats.entries) == (2, 2, 2)
+    assert stats.hit_rate == 0.5
+    assert stats.listening
+    assert set(stats.evictions) == {"key", "table", "gap", "reconnect", "size"}
+    assert (stats.generations_run, stats.generations_failed, stats.generations_in_flight) == (
+        0,
+        0,
+        0,
+    )
+    await lookup.get("Brand 1", "jeans")
+    assert stats.hits == 2  # a snapshot does not move
