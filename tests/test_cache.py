@@ -75,7 +75,9 @@ async def heard(lookup: PricingLookup, notifications: int) -> None:
     await eventually(enough)
 
 
-async def base_price(lookup: PricingLookup, brand: str, model: str | None = None) -> Any:
+async def base_price(
+    lookup: PricingLookup, brand: str, model: str | None = None
+) -> Decimal | None:
     reference = await lookup.get(brand, "jeans", model)
     return None if reference is None else reference.base_price
 
@@ -166,7 +168,7 @@ async def test_every_kind_of_change_reaches_the_cache(
     async with session_factory.begin() as writer:  # insert
         await BrandGroupRepository(writer).upsert(brand_group(base_price=25))
 
-    async def priced(expected: Any, model_name: str | None = "501") -> bool:
+    async def priced(expected: Decimal | None, model_name: str | None = "501") -> bool:
         return await base_price(lookup, "Levi's", model_name) == expected
 
     await eventually(lambda: priced(Decimal("25.00")))
