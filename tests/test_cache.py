@@ -75,9 +75,7 @@ async def heard(lookup: PricingLookup, notifications: int) -> None:
     await eventually(enough)
 
 
-async def base_price(
-    lookup: PricingLookup, brand: str, model: str | None = None
-) -> Decimal | None:
+async def base_price(lookup: PricingLookup, brand: str, model: str | None = None) -> Decimal | None:
     reference = await lookup.get(brand, "jeans", model)
     return None if reference is None else reference.base_price
 
