@@ -33,7 +33,10 @@ BRAND_GROUPS = "brand_groups"
 REMEMBERED_GROUPS = 100_000
 # A replay position no standby has reached: the primary's is being asked for.
 NOT_YET_KNOWN = 1 << 64
-PRIMARY_POSITION_SQL = "SELECT pg_current_wal_insert_lsn()"
+# Where the primary has written its WAL to: past the commit of every change notified so far
+# (a commit is written before it is notified, unless the writer turned synchronous_commit
+# off), and, unlike the insert position, at the end of a record a standby can replay to.
+PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()"
 
 Key = tuple[str, str, str | None]
 Group = tuple[str, str]

@@ -170,15 +170,20 @@ class Standby:
         self._user = primary._server.system_user
         self._data = directory / "standby"
         self._data.mkdir(mode=0o700)
+        # Its socket and log outside the data folder, which the backup fills with the
+        # primary's (its socket's lock file included).
+        sockets = directory / "standby-socket"
+        sockets.mkdir()
+        sockets.chmod(0o777)
         if self._user is not None:
             owner = pwd.getpwnam(self._user)
             os.chown(self._data, owner.pw_uid, owner.pw_gid)
         source = ["-h", primary._socket_directory, "-U", primary.url.username or "postgres"]
         self._embedded.pg_basebackup(
-            ["-D", str(self._data), "-R", "-X", "stream", *source], user=self._user
+            ["-D", str(self._data), "-R", "-X", "stream", "-c", "fast", *source], user=self._user
         )
-        self._pg_ctl("-w", "-o", f"-h '' -k {self._data}", "-l", str(self._data / "log"), "start")
-        self.url = primary.url.set(query={"host": str(self._data)})
+        self._pg_ctl("-w", "-o", f"-h '' -k {sockets}", "-l", str(sockets / "log"), "start")
+        self.url = primary.url.set(query={"host": str(sockets)})
 
     def close(self) -> None:
         """Stop it (its folder goes with the test's)."""
