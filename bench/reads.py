@@ -8,7 +8,9 @@ user would otherwise pick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import time
 from typing import Any
 
 import asyncpg
@@ -45,6 +47,9 @@ TASKS = 32
 POOL = 10
 CALLS_PER_TASK = 50
 PAGE = 100
+HOT_KEYS = 2_000
+HOT_CALLS = 400_000
+WRITES_PER_SECOND = 50
 FIND_BY_KEY_SQL = "SELECT * FROM public.brand_groups WHERE brand = $1 AND group_name = $2"
 
 
@@ -191,6 +196,7 @@ async def bench_reads(url: URL) -> list[Line]:
             rounds=ROUNDS,
         )
         lines += await bench_concurrent(url, engine)
+        lines += await bench_cache_under_writes(url, engine)
     lines += await bench_find(raw, sessions)
     lines += await bench_paging(sessions)
     await raw.close()
@@ -229,6 +235,61 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
     )
     await lookup.close()
     await pool.close()
+    return lines
+
+
+async def bench_cache_under_writes(url: URL, engine: Any) -> list[Line]:
+    """Cached gets of hot keys while another connection commits writes to other keys."""
+    hot = [(f"Brand {number}", "jeans", None) for number in range(HOT_KEYS)]
+    writer = await asyncpg.connect(asyncpg_dsn(url))
+
+    async def write_elsewhere() -> None:
+        started = time.monotonic()
+        for number in itertools.count():
+            await writer.execute(
+                "UPDATE public.brand_groups SET base_price = 25 + $2 WHERE brand = $1",
+                f"Brand {HOT_KEYS + number % (BRAND_GROUPS - HOT_KEYS)}",
+                number % 2,
+            )
+            await asyncio.sleep(started + (number + 1) / WRITES_PER_SECOND - time.monotonic())
+
+    async with PricingLookup(engine, cache_size=HOT_KEYS) as lookup:
+
+        async def warm() -> None:
+            for key in hot:
+                await lookup.get(*key)
+
+        async def hot_gets() -> None:
+            for _ in range(HOT_CALLS // HOT_KEYS):
+                for brand, group, model in hot:
+                    await lookup.get(brand, group, model)
+                # A service's loop turns between requests: notifications get handled.
+                await asyncio.sleep(0)
+
+        async def hot_gets_under_writes() -> None:
+            writing = asyncio.create_task(write_elsewhere())
+            try:
+                await hot_gets()
+            finally:
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
+
+        lines = await compare(
+            f"cached get, {HOT_KEYS:,} hot keys",
+            "calls/s",
+            [
+                ("no writes", HOT_CALLS, warm, hot_gets),
+                (
+                    f"{WRITES_PER_SECOND} writes/s to other keys",
+                    HOT_CALLS,
+                    warm,
+                    hot_gets_under_writes,
+                ),
+            ],
+            rounds=ROUNDS,
+        )
+    await writer.close()
     return lines
 
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -63,7 +63,10 @@ class ReferenceCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self.entries: OrderedDict[Any, Any] = OrderedDict()
-        self.touch = self.entries.move_to_end
+        # A hit only notes its key (a deque append costs half of reordering at once); the
+        # notes are replayed in order before the least recently used entry goes.
+        self._recent: deque[Any] = deque(maxlen=size)
+        self.touch = self._recent.append
         self._canonical: dict[Any, Key] = {}
         self._spellings: dict[Group, set[Any]] = {}
         # Bumped by every table-wide eviction; per Brand×Group, by every eviction of it.
@@ -95,12 +98,21 @@ class ReferenceCache:
             self.entries.move_to_end(spelled)
             return
         if len(self.entries) >= self.size:
+            self._reorder()
             oldest, _ = self.entries.popitem(last=False)
             self._forget(oldest)
             self.evictions["size"] += 1
         self.entries[spelled] = value
         self._canonical[spelled] = key
         self._spellings.setdefault(key[:2], set()).add(spelled)
+
+    def _reorder(self) -> None:
+        """Move the entries hit since the last time to the end, in the order of their hits."""
+        entries, recent = self.entries, self._recent
+        while recent:
+            spelled = recent.popleft()
+            if spelled in entries:
+                entries.move_to_end(spelled)
 
     def _forget(self, spelled: Any) -> None:
         key = self._canonical.pop(spelled)
