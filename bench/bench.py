@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alembic import command
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,17 +34,23 @@ def migrate(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
+async def migrated(url: URL) -> str:
+    """Migrate the throwaway database; return the server's version, for the header."""
+    engine = create_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(migrate)
+        version = await connection.scalar(text("SHOW server_version"))
+    await engine.dispose()
+    return str(version)
+
+
 async def main() -> None:
     """Run every benchmark on a throwaway database and print the table."""
     # The embedded server asks platformdirs for a runtime folder; the fallback is fine.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_bench") as url:
-            engine = create_engine(url)
-            async with engine.begin() as connection:
-                await connection.run_sync(migrate)
-                version = await connection.scalar(text("SHOW server_version"))
-            await engine.dispose()
+            version = await migrated(url)
             # Ratios depend on the server and machine: say which ones they come from.
             print(f"PostgreSQL {version}, found by {server_source()}, {os.cpu_count()} cores")
             writes = await bench_bulk(url)

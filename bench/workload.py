@@ -31,7 +31,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from bench.bench import migrate
+from bench.bench import migrated
 from pricing_store import (
     BrandGroupRepository,
     PricingLookup,
@@ -355,8 +355,8 @@ def _ms(seconds: float | None) -> float | None:
 ROWS = [
     ("lookups/s, total", "lookups_per_second_total", "{:,.0f}"),
     ("lookups/s, per process", "lookups_per_second", None),
-    ("p50 latency, hits (ms)", "p50_hit_ms", "{:.2f}"),
-    ("p99 latency, hits (ms)", "p99_hit_ms", "{:.2f}"),
+    ("p50 latency, hits (ms)", "p50_hit_ms", "{:.3f}"),
+    ("p99 latency, hits (ms)", "p99_hit_ms", "{:.3f}"),
     ("p50 latency, generated keys (ms)", "p50_generated_ms", "{:,.0f}"),
     ("p99 latency, generated keys (ms)", "p99_generated_ms", "{:,.0f}"),
     ("missing keys requested", "missing_keys_requested", "{}"),
@@ -397,11 +397,7 @@ async def main(arguments: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_workload") as url:
-            engine = create_engine(url)
-            async with engine.begin() as connection:
-                await connection.run_sync(migrate)
-                version = await connection.scalar(text("SHOW server_version"))
-            await engine.dispose()
+            version = await migrated(url)
             results: dict[str, dict[str, Any]] = {}
             for scenario, name in (
                 ("lookup", "PricingLookup"),

@@ -3,11 +3,13 @@
 from pricing_store.bulk import UpsertResult
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import (
+    DatabaseTimeoutError,
     DatabaseUnavailableError,
     DuplicateKeyError,
     GenerationTimeoutError,
     InvalidValueError,
     PricingStoreError,
+    SchemaNotMigratedError,
 )
 from pricing_store.generation import PriceGenerator
 from pricing_store.lookup import PricingLookup
@@ -21,6 +23,7 @@ __all__ = [
     "Base",
     "BrandGroup",
     "BrandGroupRepository",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "DuplicateKeyError",
     "GenerationTimeoutError",
@@ -33,6 +36,7 @@ __all__ = [
     "PriceReference",
     "PricingLookup",
     "PricingStoreError",
+    "SchemaNotMigratedError",
     "UpsertResult",
     "create_engine",
     "create_session_factory",

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from pricing_store.errors import PricingStoreError, translate
+
 # Errors after which the same read on a fresh connection may well succeed: the server
 # closed the connection (restart, failover, pg_terminate_backend) or is shutting down.
 CONNECTION_LOST = (
@@ -27,10 +29,15 @@ Connect = Callable[[], Awaitable[Any]]
 
 
 class ReadPool:
-    """Up to `size` connections, each used by one read at a time."""
+    """Up to `size` connections, each used by one read at a time.
 
-    def __init__(self, connect: Connect, size: int) -> None:
+    A failure on the database side raises the package's error for it (see
+    `errors.translate`); `where` names the server in messages.
+    """
+
+    def __init__(self, connect: Connect, size: int, *, where: str) -> None:
         self._connect = connect
+        self._where = where
         self._idle: list[Any] = []
         self._free = asyncio.Semaphore(size)
 
@@ -46,11 +53,19 @@ class ReadPool:
     async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
         await self._free.acquire()
         try:
-            return await self._read_on(self._pop_open(), method, sql, arguments)
-        except CONNECTION_LOST:
-            # A lost connection usually means the server dropped all of them.
-            self._idle = [each for each in self._idle if not each.is_closed()]
-            return await self._read_on(None, method, sql, arguments)
+            try:
+                return await self._read_on(self._pop_open(), method, sql, arguments)
+            except CONNECTION_LOST:
+                # A lost connection usually means the server dropped all of them.
+                self._idle = [each for each in self._idle if not each.is_closed()]
+                return await self._read_on(None, method, sql, arguments)
+        except PricingStoreError:
+            raise
+        except Exception as error:
+            package_error = translate(error, self._where)
+            if package_error is None:
+                raise
+            raise package_error from error
         finally:
             self._free.release()
 

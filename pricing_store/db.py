@@ -15,7 +15,12 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
+from pricing_store.errors import (
+    DatabaseUnavailableError,
+    InvalidValueError,
+    first_line,
+    host_and_database,
+)
 
 DATABASE_URL_VARIABLE = "DATABASE_URL"
 ASYNC_DRIVER = "postgresql+asyncpg"
@@ -48,9 +53,7 @@ class DriverSettings:
 
     def where(self) -> str:
         """Host and database, for messages; never the password."""
-        host = self.url.host or self.url.query.get("host") or "localhost"
-        port = f":{self.url.port}" if self.url.port else ""
-        return f"{host}{port}/{self.url.database or ''}"
+        return host_and_database(self.url)
 
 
 # The driver settings of every engine this module made, for code that reads around it.
@@ -174,11 +177,6 @@ def settings_of_sync(engine: Engine) -> DriverSettings:
     """The driver settings of a sync engine (see settings_of)."""
     found = _SETTINGS.get(engine)
     return found if found is not None else DriverSettings(engine.url)
-
-
-def first_line(error: BaseException) -> str:
-    """An error's message, first line only."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

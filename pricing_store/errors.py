@@ -6,7 +6,19 @@ server localises.
 
 from __future__ import annotations
 
+import functools
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+# Failures with no SQLSTATE that still mean the connection is gone. (Not every OSError: a
+# caller's generator or iterable may raise those of its own.)
+LOST_CONNECTION = (asyncpg.InterfaceError, ConnectionError, ssl.SSLError)
 
 UNIQUE_VIOLATION = "23505"
 CHECK_VIOLATION = "23514"
@@ -53,20 +65,111 @@ class GenerationTimeoutError(PricingStoreError, TimeoutError):
         self.seconds = seconds
 
 
-def translate(error: DBAPIError) -> PricingStoreError | None:
-    """Return the package error for a driver error, or None when it has no translation.
+class SchemaNotMigratedError(PricingStoreError):
+    """A table the package needs does not exist: the migrations have not been run."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f'{detail}: the database is not migrated (run "make migrate")')
+
+
+class DatabaseTimeoutError(PricingStoreError, TimeoutError):
+    """A lock, a statement or a pooled connection was waited for too long."""
+
+
+# SQLSTATE classes and codes: https://www.postgresql.org/docs/current/errcodes-appendix.html
+UNAVAILABLE_CLASSES = ("08", "28")  # connection exceptions, authorization failures
+UNAVAILABLE_STATES = {
+    "3D000": "no such database",
+    "57P01": "the server is shutting down",
+    "57P02": "the server crashed",
+    "57P03": "the server is starting up or shutting down",
+}
+TIMEOUT_STATES = {
+    "55P03": "lock_timeout: a lock was waited for too long",
+    "57014": "statement_timeout (or a cancel): the statement ran too long",
+}
+UNDEFINED_TABLE = "42P01"
+
+
+def driver_error_of(error: BaseException) -> BaseException:
+    """The driver's own exception inside SQLAlchemy's wrappers (or the error itself)."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return error.orig.__cause__ or error.orig
+    return error
+
+
+def translate(error: BaseException, where: str = "the database") -> PricingStoreError | None:
+    """The package error for a failure on the database side, or None when it is not one.
+
+    Classified by SQLSTATE and constraint name, never by message text. Works on SQLAlchemy's
+    wrappers and on asyncpg's own exceptions alike.
 
     Args:
-        error: The SQLAlchemy wrapper of the driver's exception.
+        error: What SQLAlchemy or asyncpg raised.
+        where: Host and database, for DatabaseUnavailableError's message.
     """
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    driver_error = error.orig.__cause__ if error.orig is not None else None
-    constraint = getattr(driver_error, "constraint_name", None)
-    if sqlstate == UNIQUE_VIOLATION:
-        return DuplicateKeyError(constraint, getattr(driver_error, "detail", None))
-    if sqlstate == CHECK_VIOLATION:
-        return InvalidValueError(constraint or "row", "violates a CHECK constraint")
-    if sqlstate == NOT_NULL_VIOLATION:
-        column = getattr(driver_error, "column_name", None)
-        return InvalidValueError(column or "row", "must not be None")
+    if isinstance(error, PricingStoreError):
+        return error
+    if isinstance(error, SQLAlchemyTimeoutError):  # the engine's pool
+        return DatabaseTimeoutError(f"no pooled connection free in time ({first_line(error)})")
+    driver_error = driver_error_of(error)
+    sqlstate = getattr(driver_error, "sqlstate", None) or getattr(
+        getattr(error, "orig", None), "sqlstate", None
+    )
+    message = first_line(driver_error)
+    if isinstance(sqlstate, str):
+        if sqlstate == UNIQUE_VIOLATION:
+            return DuplicateKeyError(
+                getattr(driver_error, "constraint_name", None),
+                getattr(driver_error, "detail", None),
+            )
+        if sqlstate == CHECK_VIOLATION:
+            constraint = getattr(driver_error, "constraint_name", None)
+            return InvalidValueError(constraint or "row", "violates a CHECK constraint")
+        if sqlstate == NOT_NULL_VIOLATION:
+            column = getattr(driver_error, "column_name", None)
+            return InvalidValueError(column or "row", "must not be None")
+        if sqlstate[:2] in UNAVAILABLE_CLASSES or sqlstate in UNAVAILABLE_STATES:
+            return DatabaseUnavailableError(where, message)
+        if sqlstate in TIMEOUT_STATES:
+            return DatabaseTimeoutError(f"{TIMEOUT_STATES[sqlstate]} ({message})")
+        if sqlstate == UNDEFINED_TABLE:
+            return SchemaNotMigratedError(message)
+        return None
+    if isinstance(driver_error, LOST_CONNECTION):
+        return DatabaseUnavailableError(where, message)
     return None
+
+
+def host_and_database(url: Any) -> str:
+    """Host, port and database of a URL, for messages; never the password."""
+    host = url.host or url.query.get("host") or "localhost"
+    port = f":{url.port}" if url.port else ""
+    return f"{host}{port}/{url.database or ''}"
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message, first line only."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def translated(method: Method) -> Method:
+    """Let `method` raise only the package's errors for failures on the database side.
+
+    The original exception stays as `__cause__`. The method's object names its server in
+    a `location` attribute.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(owner: Any, *arguments: Any, **options: Any) -> Any:
+        try:
+            return await method(owner, *arguments, **options)
+        except PricingStoreError:
+            raise
+        except Exception as error:
+            package_error = translate(error, owner.location)
+            if package_error is None:
+                raise
+            raise package_error from error
+
+    return wrapper  # type: ignore[return-value]

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.cache import ChangeListener, Key, ReferenceCache, Token
 from pricing_store.connections import ReadPool
-from pricing_store.db import UNREACHABLE, DriverSettings, first_line, settings_of
-from pricing_store.errors import DatabaseUnavailableError, InvalidValueError
+from pricing_store.db import UNREACHABLE, DriverSettings, settings_of
+from pricing_store.errors import DatabaseUnavailableError, InvalidValueError, first_line
 from pricing_store.generation import (
     BRAND_GROUP,
     MODEL,
@@ -177,9 +177,13 @@ class PricingLookup:
     async def start(self) -> None:
         """Get ready to read; with a cache, return only once changes are being listened to."""
         if self._pool is None:
-            self._pool = ReadPool(self._connect, self._pool_size)
+            self._pool = ReadPool(self._connect, self._pool_size, where=self._settings.where())
             self._primary = (
-                ReadPool(self._connect_listener, GENERATION_POOL_SIZE)
+                ReadPool(
+                    self._connect_listener,
+                    GENERATION_POOL_SIZE,
+                    where=self._listen_settings.where(),
+                )
                 if self._writes_go_elsewhere
                 else self._pool
             )

@@ -7,10 +7,11 @@ which rule, and returns the canonical value to store.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cached_property
 
 from pricing_store.errors import InvalidValueError
@@ -40,6 +41,12 @@ CONDITION_SENSITIVITY = DecimalRule(3, 2, Decimal("0.5"), Decimal("1.5"))
 COEFFICIENT = DecimalRule(4, 2, Decimal("0.5"), Decimal("3.0"))
 
 LONE_SURROGATE = "must not contain a lone surrogate, which is not valid Unicode"
+# A number given as text: ASCII digits, an optional sign and decimal point, nothing else
+# (no exponent, no underscores, no other scripts' digits).
+NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Bounds of a JSONB list: generous for real data, and far below what PostgreSQL refuses.
+MAX_LIST_ELEMENTS = 100
+MAX_ELEMENT_LENGTH = 200
 
 BRAND_LENGTH = 100
 GROUP_NAME_LENGTH = 50
@@ -94,10 +101,13 @@ def to_decimal(field: str, value: object) -> Decimal:
         # repr gives the shortest string that round-trips: 19.99, not 19.989999999999998...
         number = Decimal(repr(value))
     elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidValueError(field, f"must be a number, got {value!r}") from None
+        text = value.strip()
+        if not NUMBER_TEXT.fullmatch(text):
+            shown = f"{text[:40]}..." if len(text) > 40 else text
+            raise InvalidValueError(
+                field, f"must be a number in ASCII digits (like 19.99), got {shown!r}"
+            )
+        number = Decimal(text)
     else:
         require_not_none(field, value)
         raise InvalidValueError(field, f"must be a number, not {type(value).__name__}")
@@ -114,11 +124,12 @@ def decimal_in_range(field: str, value: object, rule: DecimalRule) -> Decimal:
             column keeps (it is never rounded) or lies outside the rule's range.
     """
     number = to_decimal(field, value)
+    # The range first: quantizing a number of any size (1e26 and up) raises.
+    if not rule.minimum <= number <= rule.maximum:
+        raise InvalidValueError(field, f"must be between {rule.minimum} and {rule.maximum}")
     scaled = number.quantize(rule.quantum)
     if scaled != number:
         raise InvalidValueError(field, f"must have at most {rule.scale} decimal places")
-    if not rule.minimum <= scaled <= rule.maximum:
-        raise InvalidValueError(field, f"must be between {rule.minimum} and {rule.maximum}")
     return scaled
 
 
@@ -126,17 +137,20 @@ def string_list(field: str, value: object) -> list[str]:
     """Validate a JSONB array of strings.
 
     Raises:
-        InvalidValueError: if the value is not a list or tuple, or an element is not a
-            non-empty, NUL-free string.
+        InvalidValueError: if the value is not a list or tuple, has more than
+            MAX_LIST_ELEMENTS elements, or an element is not a non-empty, NUL-free string of
+            at most MAX_ELEMENT_LENGTH characters.
     """
     if not isinstance(value, list | tuple):
         require_not_none(field, value)
         raise InvalidValueError(field, f"must be a list of strings, not {type(value).__name__}")
+    list_length(field, len(value))
     # Bulk loads validate millions of elements: one inline test each, and the rule's own
     # message only for an element that fails it.
     for element in value:
         if (
             not isinstance(element, str)
+            or len(element) > MAX_ELEMENT_LENGTH
             or not element.strip()
             or "\x00" in element
             or not is_utf8(element)
@@ -154,6 +168,10 @@ def string_element(field: str, element: object) -> str:
     """
     if not isinstance(element, str):
         raise InvalidValueError(field, f"elements must be strings, got {type(element).__name__}")
+    if len(element) > MAX_ELEMENT_LENGTH:
+        raise InvalidValueError(
+            field, f"elements must be at most {MAX_ELEMENT_LENGTH} characters, got {len(element)}"
+        )
     if not element.strip():
         raise InvalidValueError(field, "elements must not be empty or blank")
     if "\x00" in element:
@@ -177,9 +195,27 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-def string_elements(field: str, elements: Iterable[object]) -> list[str]:
-    """Validate several elements about to join a JSONB array of strings."""
-    return [string_element(field, element) for element in elements]
+def string_elements(field: str, elements: Iterable[object], *, joining: int = 0) -> list[str]:
+    """Validate several elements about to join a JSONB array of `joining` strings.
+
+    Raises:
+        InvalidValueError: if an element is invalid or the list would grow too long.
+    """
+    checked = [string_element(field, element) for element in elements]
+    list_length(field, joining + len(checked))
+    return checked
+
+
+def list_length(field: str, length: int) -> None:
+    """Reject a list longer than MAX_LIST_ELEMENTS.
+
+    Raises:
+        InvalidValueError: naming the field and the limit.
+    """
+    if length > MAX_LIST_ELEMENTS:
+        raise InvalidValueError(
+            field, f"must have at most {MAX_LIST_ELEMENTS} elements, got {length}"
+        )
 
 
 def non_negative_int(field: str, value: object) -> int:

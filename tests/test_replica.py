@@ -14,18 +14,8 @@ from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, create_engine
 from tests.provision import OwnServer, Standby, asyncpg_dsn
+from tests.test_cache import Counted
 from tests.test_lookup import eventually
-
-
-class Counted(PricingLookup):
-    """A lookup that counts the reads it sends."""
-
-    sent: list[str]
-
-    async def _connect(self) -> Any:
-        connection = await super()._connect()
-        connection.add_query_logger(lambda logged: self.sent.append(logged.query))
-        return connection
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pricing_store.validation import (
     BRAND_LENGTH,
     GROUP_NAME_LENGTH,
     canonical_key,
+    list_length,
     string_element,
     string_elements,
 )
@@ -75,21 +76,25 @@ class StringList(MutableList[str]):
     def __setitem__(self, index: slice, value: Iterable[str]) -> None: ...
     def __setitem__(self, index: SupportsIndex | slice, value: Any) -> None:
         if isinstance(index, slice):
-            super().__setitem__(index, string_elements(self._field(), value))
+            replaced = len(self[index])
+            super().__setitem__(
+                index, string_elements(self._field(), value, joining=len(self) - replaced)
+            )
         else:
             super().__setitem__(index, string_element(self._field(), value))
 
     def append(self, value: str) -> None:
         """Validate, then append."""
-        super().append(string_element(self._field(), value))
+        super().extend(string_elements(self._field(), [value], joining=len(self)))
 
     def insert(self, index: SupportsIndex, value: str) -> None:
         """Validate, then insert."""
+        list_length(self._field(), len(self) + 1)
         super().insert(index, string_element(self._field(), value))
 
     def extend(self, values: Iterable[str]) -> None:
         """Validate every value, then extend."""
-        super().extend(string_elements(self._field(), values))
+        super().extend(string_elements(self._field(), values, joining=len(self)))
 
     def __iadd__(self, values: Iterable[str]) -> StringList:  # type: ignore[override,misc]
         self.extend(values)

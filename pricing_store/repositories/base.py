@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 from sqlalchemy import func, select, tuple_
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pricing_store.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
 from pricing_store.driver import fetch_row
-from pricing_store.errors import InvalidValueError, translate
+from pricing_store.errors import InvalidValueError, host_and_database, translated
 from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
 from pricing_store.paging import Page, decode_cursor, encode_cursor
@@ -37,6 +36,14 @@ class Repository(Generic[ModelT]):
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    @property
+    def location(self) -> str:
+        """Host and database of the session's server, for error messages."""
+        bind: Any = self.session.bind
+        url = getattr(bind, "url", None) or getattr(getattr(bind, "engine", None), "url", None)
+        return host_and_database(url) if url is not None else "the database"
+
+    @translated
     async def create(self, item: ModelT) -> ModelT:
         """Insert `item` and return it with its id and server-set columns loaded.
 
@@ -53,16 +60,11 @@ class Repository(Generic[ModelT]):
                 "item", f"must be a {self.model_type.__name__}, not {type(item).__name__}"
             )
         item_values(self.model_type, item)
-        try:
-            async with self.session.begin_nested():
-                self.session.add(item)
-        except DBAPIError as error:
-            package_error = translate(error)
-            if package_error is None:
-                raise
-            raise package_error from error
+        async with self.session.begin_nested():
+            self.session.add(item)
         return item
 
+    @translated
     async def upsert(self, item: Item) -> ModelT:
         """Insert the row, or overwrite every data column of the row with the same key.
 
@@ -83,6 +85,7 @@ class Repository(Generic[ModelT]):
         loaded: ModelT = as_loaded(self.session, self.model_type, row)
         return loaded
 
+    @translated
     async def get_or_create(self, item: Item) -> tuple[ModelT, bool]:
         """Return the row with `item`'s key untouched, or insert `item`; and whether it did.
 
@@ -98,6 +101,7 @@ class Repository(Generic[ModelT]):
             return await self._find_existing(values), False
         return as_loaded(self.session, self.model_type, row[:-1]), bool(row[-1])
 
+    @translated
     async def bulk_upsert(
         self, items: Iterable[Item], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
@@ -113,6 +117,7 @@ class Repository(Generic[ModelT]):
         """
         return await bulk_upsert(self.session, self.model_type, items, batch_size=batch_size)
 
+    @translated
     async def get_all(self, limit: int = 100, *, offset: int = 0) -> list[ModelT]:
         """Return a page of rows, newest first; the order ends in `id` so pages never overlap.
 
@@ -127,6 +132,7 @@ class Repository(Generic[ModelT]):
         )
         return list(await self.session.scalars(statement))
 
+    @translated
     async def get_page(self, limit: int = 100, *, after: str | None = None) -> Page[ModelT]:
         """Return up to `limit` rows, newest first, after the row the cursor `after` names.
 
@@ -166,6 +172,7 @@ class Repository(Generic[ModelT]):
                 return
             page = await self.get_page(batch_size, after=page.next_cursor)
 
+    @translated
     async def count(self) -> int:
         """Count every row of the table."""
         total = await self.session.scalar(select(func.count()).select_from(self.model_type))
@@ -196,6 +203,7 @@ class Repository(Generic[ModelT]):
         """
         return await self._find(self._canonical(key))
 
+    @translated
     async def _find(self, values: Mapping[str, Any]) -> ModelT | None:
         """Find the row with the natural key of these canonical values."""
         key = {field: values[field] for field in self.model_type.natural_key}
@@ -214,18 +222,24 @@ class Repository(Generic[ModelT]):
         """Return the row for `key`, or store what `generate()` makes for it (run once per key).
 
         Callers for one key, in any process, queue on a transaction-scoped advisory lock, so
-        the second finds what the first stored instead of generating again.
+        the second finds what the first stored instead of generating again. Its own steps
+        translate database errors; what `generate()` raises reaches the caller untouched.
         """
         canonical = self._canonical(key)
         found = await self._find(canonical)
         if found is not None:
             return found, False
-        await self.session.execute(select(func.pg_advisory_xact_lock(self._lock_id(canonical))))
+        await self._lock(canonical)
         found = await self._find(canonical)
         if found is not None:
             return found, False
         generated = await generate()
         return await self.get_or_create(item_values(self.model_type, generated, key=canonical))
+
+    @translated
+    async def _lock(self, key: Mapping[str, str]) -> None:
+        """Wait for the key's transaction-scoped advisory lock."""
+        await self.session.execute(select(func.pg_advisory_xact_lock(self._lock_id(key))))
 
     def _lock_id(self, key: Mapping[str, str]) -> int:
         """Derive a signed 64-bit advisory lock number from the table and key."""

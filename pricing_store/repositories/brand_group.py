@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pricing_store.errors import translated
 from pricing_store.models import BrandGroup
 from pricing_store.repositories.base import Generate, Repository
 
@@ -11,6 +12,7 @@ class BrandGroupRepository(Repository[BrandGroup]):
 
     model_type = BrandGroup
 
+    @translated
     async def find_by_brand_and_group(self, brand: str, group: str) -> BrandGroup | None:
         """Return the Brand×Group, or None; keys are canonicalised as on write.
 

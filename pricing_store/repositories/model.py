@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from pricing_store.errors import translated
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
 from pricing_store.repositories.base import Generate, Repository
@@ -20,6 +21,7 @@ class ModelRepository(Repository[Model]):
 
     model_type = Model
 
+    @translated
     async def find_by_brand_group_model(self, brand: str, group: str, model: str) -> Model | None:
         """Return the model, or None; keys are canonicalised as on write.
 
@@ -28,6 +30,7 @@ class ModelRepository(Repository[Model]):
         """
         return await self._find_by_key(brand=brand, group_name=group, model=model)
 
+    @translated
     async def find_by_brand_and_group(self, brand: str, group: str) -> list[Model]:
         """Return every model of a Brand×Group, ordered by model name.
 
