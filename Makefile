@@ -34,14 +34,14 @@ format: ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-migrate: ## alembic upgrade head on DATABASE_URL (or the embedded dev database)
-	@$(WITH_DATABASE) $(BIN)/alembic upgrade head
+migrate: ## Apply the migrations on DATABASE_URL (or the embedded dev database); debug=1 for tracebacks
+	@$(BIN)/pricing-store migrate $(if $(debug),--debug)
 
-downgrade: ## alembic downgrade -1 on DATABASE_URL (or the embedded dev database)
-	@$(WITH_DATABASE) $(BIN)/alembic downgrade -1
+downgrade: ## One revision down on the dev database; on a DATABASE_URL only with confirm=yes
+	@$(BIN)/pricing-store downgrade $(if $(filter yes,$(confirm)),--yes) $(if $(debug),--debug)
 
 migrate-sql: ## Print the upgrade SQL without connecting (offline mode)
-	@$(BIN)/alembic upgrade head --sql
+	@$(BIN)/pricing-store migrate-sql
 
 devdb-stop: ## Stop the embedded development database (its data stays in .pgdata/)
 	@$(BIN)/python -m pricing_store.devdb stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pricing_store.errors import (
     InvalidValueError,
     first_line,
     host_and_database,
+    translate,
 )
 
 DATABASE_URL_VARIABLE = "DATABASE_URL"
@@ -74,8 +76,11 @@ def database_url(url: str | URL | None = None) -> URL:
         raise InvalidValueError("url", f"no URL given and {DATABASE_URL_VARIABLE} is not set")
     try:
         parsed = make_url(raw)
-    except ArgumentError:
-        raise InvalidValueError("url", "is not a database URL") from None
+        parsed.port  # noqa: B018 (parsed lazily: a bad port raises here)
+    except (ArgumentError, ValueError):
+        raise InvalidValueError(
+            "url", "is not a database URL (postgresql://user@host:port/database)"
+        ) from None
     if parsed.drivername not in ACCEPTED_SCHEMES:
         raise InvalidValueError(
             "url", f"must be a PostgreSQL URL (postgresql://...), not {parsed.drivername}://"
@@ -151,6 +156,11 @@ def connect_or_report(settings: DriverSettings) -> Any:
             return dialect.connect(*cargs, **cparams)
         except UNREACHABLE as error:
             raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
+        except Exception as error:  # refused authentication, no such database or role
+            refused = translate(error, settings.where())
+            if isinstance(refused, DatabaseUnavailableError):
+                raise refused from error
+            raise
 
     return connect
 
@@ -177,6 +187,15 @@ def settings_of_sync(engine: Engine) -> DriverSettings:
     """The driver settings of a sync engine (see settings_of)."""
     found = _SETTINGS.get(engine)
     return found if found is not None else DriverSettings(engine.url)
+
+
+# The password of a URL (`scheme://user:password@host`), wherever one stands in a text.
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s@]*)(@)", re.IGNORECASE)
+
+
+def hide_passwords(text: str) -> str:
+    """The text with the password of every URL in it replaced by `***`, nothing else changed."""
+    return URL_PASSWORD.sub(r"\1***\3", text)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

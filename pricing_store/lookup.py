@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from pricing_store.cache import ChangeListener, Key, ReferenceCache, Token
 from pricing_store.connections import ReadPool
 from pricing_store.db import UNREACHABLE, DriverSettings, settings_of
-from pricing_store.errors import DatabaseUnavailableError, InvalidValueError, first_line
+from pricing_store.errors import (
+    DatabaseUnavailableError,
+    InvalidValueError,
+    first_line,
+    translate,
+)
 from pricing_store.generation import (
     BRAND_GROUP,
     MODEL,
@@ -406,6 +411,11 @@ async def connect(settings: DriverSettings) -> Any:
         )
     except UNREACHABLE as error:
         raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
+    except asyncpg.PostgresError as error:  # refused authentication, no such database or role
+        refused = translate(error, settings.where())
+        if isinstance(refused, DatabaseUnavailableError):
+            raise refused from error
+        raise
 
 
 def padded(key: Sequence[Any]) -> tuple[Any, ...]:

@@ -8,9 +8,16 @@ fails with a clear message rather than queueing every other query behind its own
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
+from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
+
+from pricing_store.errors import PricingStoreError
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 # Any fixed bigint; the same in every process that migrates this schema.
 MIGRATION_LOCK = 7_336_418_290_115_023_451
@@ -60,3 +67,21 @@ def blocked_message(error: DBAPIError) -> str | None:
             f"{statement_timeout}; nothing was changed (set {STATEMENT_TIMEOUT_VARIABLE})"
         )
     return None
+
+
+def alembic_config(url: str | None, **attributes: Any) -> Config:
+    """The project's Alembic configuration, from any directory, on `url` if given.
+
+    `attributes` go to `config.attributes` (a `connection` to share, say).
+
+    Raises:
+        PricingStoreError: if the migrations cannot be found.
+    """
+    ini = CHECKOUT / "alembic.ini"
+    if not ini.is_file():
+        raise PricingStoreError(f"no migrations: {ini} not found")
+    config = Config(str(ini))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes.update(attributes)
+    return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,7 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store import BrandGroupRepository, create_engine
+from pricing_store import BrandGroupRepository, PricingStoreError, create_engine, devdb
+from pricing_store.cli.app import database
+from pricing_store.db import hide_passwords
 from tests.conftest import ROOT
 from tests.test_migrations import HEAD, NOTIFICATIONS
 
@@ -257,3 +260,164 @@ async def test_a_200k_line_import_runs_in_flat_memory(
         assert await BrandGroupRepository(session).count() == 200_000
     # Ten times the lines, a few MiB more at most; holding 200,000 rows would take >100 MiB.
     assert large < small + 24 * 1024
+
+
+def import_errors(cli: Cli, path: Path, content: bytes) -> list[str]:
+    path.write_bytes(content)
+    result = cli("import", str(path))
+    assert result.returncode == 1
+    return result.stderr.splitlines()
+
+
+def test_csv_files_are_read_strictly_and_reported_by_line(cli: Cli, tmp_path: Path) -> None:
+    header = b"brand,group_name,base_price\n"
+    bad = tmp_path / "groups.csv"
+
+    assert import_errors(cli, bad, header + b"A,jeans,25,extra\nB,jeans\nC,jeans,26\n") == [
+        f"{bad}:2: line: has 4 fields, the header has 3",
+        f"{bad}:3: line: has 2 fields, the header has 3",
+        "2 invalid line(s); nothing was written",
+    ]
+    assert import_errors(cli, bad, b"brand,group,base_price\n" + b"A,jeans,25\n" * 50) == [
+        f"{bad}:1: group: is not a column of brand_groups",
+        "1 invalid line(s); nothing was written",
+    ]
+    assert import_errors(cli, bad, header + "Caf\u00e9,jeans,25\n".encode("latin-1")) == [
+        f"{bad}:2: line: is not UTF-8 (byte 0xe9 at column 4)",
+        "1 invalid line(s); nothing was written",
+    ]
+    assert stats(cli)["brand_groups"] == 0
+
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + header + "Caf\u00e9,jeans,25\n".encode())
+    result = cli("import", str(bom))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("brand_groups: 1 inserted")
+
+
+def test_invalid_lines_past_a_hundred_are_counted_not_listed(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "many.jsonl"
+    lines = [f'{{"brand": "B{n}", "group_name": "jeans", "base_price": 1}}' for n in range(250)]
+    problems = import_errors(cli, bad, "\n".join(lines).encode())
+
+    assert len(problems) == 102
+    assert problems[0] == f"{bad}:1: base_price: must be between 5.00 and 500.00"
+    assert problems[-2:] == [
+        "... and 150 more invalid lines",
+        "250 invalid line(s); nothing was written",
+    ]
+
+
+def test_an_oversized_line_is_reported_without_reading_it_whole(cli: Cli, tmp_path: Path) -> None:
+    huge = '{"brand": "B", "group_name": "jeans", "base_price": 25, "expected_trends": ["'
+    content = (
+        '{"brand": "A", "group_name": "jeans", "base_price": 25}\n'
+        + huge
+        + "x" * 3_000_000
+        + '"]}\n'
+    ).encode()
+    assert import_errors(cli, tmp_path / "huge.jsonl", content)[0] == (
+        f"{tmp_path / 'huge.jsonl'}:2: line: is longer than 1,048,576 bytes"
+    )
+
+
+def test_oversized_lists_are_rejected_naming_the_limit(cli: Cli, tmp_path: Path) -> None:
+    trends = json.dumps(["y2k"] * 101)
+    line = f'{{"brand": "A", "group_name": "jeans", "base_price": 25, "expected_trends": {trends}}}'
+    assert import_errors(cli, tmp_path / "long.jsonl", line.encode())[0] == (
+        f"{tmp_path / 'long.jsonl'}:1: expected_trends: must have at most 100 elements, got 101"
+    )
+
+
+def test_a_closed_pipe_on_export_is_no_error(cli: Cli, engine: AsyncEngine) -> None:
+    assert cli("import", str(SAMPLES / "pricing_sample.jsonl")).returncode == 0
+    url = engine.url.render_as_string(hide_password=False)
+    piped = subprocess.run(
+        f'"{SCRIPT}" export --database-url "{url}" | head -1',
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        executable="/bin/bash",
+    )
+    status = subprocess.run(
+        f'set -o pipefail; "{SCRIPT}" export --database-url "{url}" | head -1 > /dev/null',
+        shell=True,
+        check=False,
+        executable="/bin/bash",
+    )
+    assert len(piped.stdout.splitlines()) == 1
+    assert piped.stderr == ""
+    assert status.returncode == 0
+
+
+def test_database_failures_are_one_plain_line(empty_database: URL) -> None:
+    not_migrated = run_cli(empty_database, "stats")
+    unknown = run_cli(empty_database.set(database="no_such_database"), "stats")
+    bad_port = run_cli("postgresql://postgres@127.0.0.1:5432:99/x", "stats")
+    migrate_failed = run_cli("postgresql://postgres@127.0.0.1:1/x", "migrate")
+    migrate_debug = run_cli("postgresql://postgres@127.0.0.1:1/x", "migrate", "--debug")
+
+    assert not_migrated.stderr.splitlines() == [
+        'error: relation "public.brand_groups" does not exist: '
+        'the database is not migrated (run "make migrate")'
+    ]
+    assert unknown.stderr.splitlines() == [
+        f"error: database unavailable at {empty_database.host}:{empty_database.port}"
+        '/no_such_database: database "no_such_database" does not exist'
+    ]
+    assert bad_port.stderr.splitlines() == [
+        "error: url: is not a database URL (postgresql://user@host:port/database)"
+    ]
+    assert len(migrate_failed.stderr.splitlines()) == 1
+    assert migrate_failed.stderr.startswith("error: database unavailable at 127.0.0.1:1/x")
+    assert "Traceback" in migrate_debug.stderr
+    for result in (not_migrated, unknown, bad_port, migrate_failed):
+        assert result.returncode == 1
+        assert "sqlalchemy" not in result.stderr
+        assert "Error)" not in result.stderr
+
+
+def test_downgrading_a_database_url_asks_first(empty_database: URL) -> None:
+    assert run_cli(empty_database, "migrate").returncode == 0
+
+    refused = run_cli(empty_database, "downgrade", "--to", "base")
+    tables_left = asyncio.run(tables(empty_database))
+    confirmed = run_cli(empty_database, "downgrade", "--to", "base", "--yes")
+
+    assert refused.returncode == 2
+    assert "refusing to downgrade" in refused.stderr
+    assert "brand_groups" in tables_left
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "brand_groups" not in asyncio.run(tables(empty_database))
+
+
+async def tables(url: URL) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            )
+            return {row[0] for row in found}
+    finally:
+        await engine.dispose()
+
+
+def test_passwords_are_masked_only_where_they_stand_in_a_url() -> None:
+    message = 'password authentication failed for user "postgres" at postgresql://app:e@db/pricing'
+    assert hide_passwords(message) == (
+        'password authentication failed for user "postgres" at postgresql://app:***@db/pricing'
+    )
+
+
+def test_the_development_database_is_the_checkouts_wherever_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert devdb.checkout_data_directory() == ROOT / ".pgdata"
+
+    monkeypatch.setattr(devdb, "CHECKOUT", tmp_path)  # as if installed from a wheel
+    with pytest.raises(PricingStoreError, match=r"^no database: set DATABASE_URL or pass"):
+        database(None)
+    assert list(tmp_path.iterdir()) == []  # nothing was created, nothing started

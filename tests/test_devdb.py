@@ -33,3 +33,13 @@ async def test_dev_database_starts_migrates_and_stops(
 
     with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
         await asyncpg.connect(asyncpg_dsn(make_url(url)), timeout=5)
+
+
+def test_stopping_a_stopped_database_starts_nothing(tmp_path: Path) -> None:
+    assert devdb.stop(tmp_path / "never") is False
+    assert not (tmp_path / "never").exists()
+
+    devdb.ensure_running(tmp_path / "pgdata")
+    assert devdb.stop(tmp_path / "pgdata") is True
+    assert devdb.stop(tmp_path / "pgdata") is False
+    assert not devdb.is_running(tmp_path / "pgdata")

@@ -16,18 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from alembic import command
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing_store import devdb
 from pricing_store.cli import report
 from pricing_store.cli.importer import TABLES, check_file, load_file
 from pricing_store.cli.records import FORMATS, RecordWriter, format_of, json_line
-from pricing_store.db import create_engine, create_session_factory
+from pricing_store.db import create_engine, create_session_factory, hide_passwords
+from pricing_store.errors import PricingStoreError, first_line, translate
 from pricing_store.lookup import PricingLookup
+from pricing_store.migrating import alembic_config
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
 
 app = typer.Typer(
@@ -90,8 +92,12 @@ def import_file(
             checked = check_file(path, detected, table)
             for line, field, rule in checked.problems:
                 err.print(f"{file}:{line}: {field}: {rule}")
-            if checked.problems:
-                err.print(f"{len(checked.problems)} invalid line(s); nothing was written")
+            if checked.invalid_lines > len(checked.problems):
+                err.print(
+                    f"... and {checked.invalid_lines - len(checked.problems)} more invalid lines"
+                )
+            if checked.invalid_lines:
+                err.print(f"{checked.invalid_lines} invalid line(s); nothing was written")
                 return 1
             if checked.table is None:
                 err.print(f"{file}: no records")
@@ -250,6 +256,63 @@ def check(database_url: DatabaseUrl = None, debug: Debug = False) -> None:
     run(action, debug)
 
 
+@app.command()
+def migrate(database_url: DatabaseUrl = None, debug: Debug = False) -> None:
+    """Apply every migration not yet applied (alembic upgrade head).
+
+    Example: pricing-store migrate
+    """
+
+    async def action() -> int:
+        await asyncio.to_thread(command.upgrade, alembic_config(database(database_url)), "head")
+        return 0
+
+    run(action, debug)
+
+
+@app.command()
+def downgrade(
+    to: Annotated[str, typer.Option("--to", help="The revision to go back to.")] = "-1",
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Downgrade a DATABASE_URL, not the dev database.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Undo migrations, one by default; a downgrade can drop tables and their data.
+
+    Against any database but the local development one it refuses without --yes.
+
+    Example: pricing-store downgrade --to base --yes
+    """
+
+    async def action() -> int:
+        if database_url and not yes:
+            err.print(
+                "refusing to downgrade a DATABASE_URL: it may drop tables with their data; "
+                "pass --yes (make downgrade confirm=yes) if you mean it"
+            )
+            return 2
+        await asyncio.to_thread(command.downgrade, alembic_config(database(database_url)), to)
+        return 0
+
+    run(action, debug)
+
+
+@app.command("migrate-sql")
+def migrate_sql(debug: Debug = False) -> None:
+    """Print the SQL of every migration without connecting (alembic upgrade head --sql).
+
+    Example: pricing-store migrate-sql > schema.sql
+    """
+
+    async def action() -> int:
+        await asyncio.to_thread(command.upgrade, alembic_config(None), "head", sql=True)
+        return 0
+
+    run(action, debug)
+
+
 def run(action: Callable[[], Coroutine[Any, Any, int]], debug: bool) -> None:
     """Run a command; an error is one clear line (no traceback unless --debug)."""
     try:
@@ -257,37 +320,28 @@ def run(action: Callable[[], Coroutine[Any, Any, int]], debug: bool) -> None:
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(1) from None
+        raise typer.Exit(0) from None
     except Exception as error:
         if debug:
             raise
-        err.print(f"error: {one_line(error)}")
+        err.print(f"error: {hide_passwords(first_line(translate(error) or error))}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message, with any password hidden."""
-    message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    for password in PASSWORDS:
-        message = message.replace(password, "***")
-    return message
-
-
-PASSWORDS: set[str] = set()
-
-
 def database(option: str | None) -> str:
-    """The URL to use: --database-url or DATABASE_URL, else the local development database."""
+    """The URL to use: --database-url or DATABASE_URL, else the checkout's development one.
+
+    Raises:
+        PricingStoreError: with neither, outside a checkout.
+    """
     if option:
-        url = option
-    else:
-        err.print("no DATABASE_URL: using the local development database")
-        url = devdb.ensure_running()
-    password = make_url(url).password
-    if password:
-        PASSWORDS.add(str(password))
-    return url
+        return option
+    data_directory = devdb.checkout_data_directory()
+    if data_directory is None:
+        raise PricingStoreError("no database: set DATABASE_URL or pass --database-url")
+    err.print("no DATABASE_URL: using the local development database")
+    return devdb.ensure_running(data_directory)
 
 
 @contextmanager

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pricing_store.bulk import UpsertResult
-from pricing_store.cli.records import RecordError, read_records
+from pricing_store.cli.records import Header, RecordError, read_records
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import InvalidValueError
 from pricing_store.models import BrandGroup, Model
@@ -18,35 +18,59 @@ from pricing_store.rows import item_values
 TABLES: dict[str, type[BrandGroup] | type[Model]] = {"brand_groups": BrandGroup, "models": Model}
 
 
+# How many invalid lines are reported one by one; the rest are only counted.
+SHOWN_PROBLEMS = 100
+
+
 @dataclass
 class Checked:
-    """What checking a file found: its table, how many records, and every problem."""
+    """What checking a file found: its table, how many records, and its problems.
+
+    `problems` holds the first SHOWN_PROBLEMS invalid lines; `invalid_lines` counts all.
+    """
 
     table: str | None = None
     records: int = 0
     problems: list[tuple[int, str, str]] = field(default_factory=list)
+    invalid_lines: int = 0
+
+    def add(self, line: int, field: str, rule: str) -> None:
+        """Count an invalid line, keeping it if it is among the first shown."""
+        self.invalid_lines += 1
+        if len(self.problems) < SHOWN_PROBLEMS:
+            self.problems.append((line, field, rule))
 
 
-def table_of_record(record: dict[str, Any]) -> str:
+def table_of_record(fields: Iterable[str]) -> str:
     """A record naming a model belongs to `models`; any other to `brand_groups`."""
-    return "models" if "model" in record else "brand_groups"
+    return "models" if "model" in fields else "brand_groups"
 
 
 def check_file(path: Path, file_format: str, table: str | None) -> Checked:
-    """Validate every record of the file, collecting every problem, not only the first."""
+    """Validate every record of the file, collecting every problem, not only the first.
+
+    A CSV header naming an unknown column is one problem, not one per row.
+    """
     checked = Checked(table=table)
-    with path.open(newline="", encoding="utf-8") as stream:
+    with path.open("rb") as stream:
         for line, record in read_records(stream, file_format):
+            if isinstance(record, Header):
+                checked.table = checked.table or table_of_record(record.fields)
+                rules = TABLES[checked.table].field_rules
+                for unknown in (name for name in record.fields if name not in rules):
+                    checked.add(line, unknown, f"is not a column of {checked.table}")
+                    return checked  # every row would break the same way
+                continue
             checked.records += 1
             if isinstance(record, RecordError):
-                checked.problems.append((line, record.field, record.rule))
+                checked.add(line, record.field, record.rule)
                 continue
             if checked.table is None:
                 checked.table = table_of_record(record)
             try:
                 item_values(TABLES[checked.table], record)
             except InvalidValueError as error:
-                checked.problems.append((line, error.field, error.rule))
+                checked.add(line, error.field, error.rule)
     return checked
 
 
@@ -75,8 +99,11 @@ async def load_file(
 
 def records_of(path: Path, file_format: str, advance: Callable[[int], None]) -> Iterator[Any]:
     """The file's records, reporting progress every thousand."""
-    with path.open(newline="", encoding="utf-8") as stream:
-        for count, (_, record) in enumerate(read_records(stream, file_format), start=1):
+    with path.open("rb") as stream:
+        records = (record for _, record in read_records(stream, file_format))
+        for count, record in enumerate(
+            (record for record in records if not isinstance(record, Header)), start=1
+        ):
             yield record
             if count % 1000 == 0:
                 advance(1000)

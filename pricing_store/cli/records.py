@@ -1,20 +1,26 @@
 """Reading and writing pricing rows as JSON Lines or CSV, exactly.
 
 Numbers are read as decimals, never through float, and written as their exact digits.
+Lines are read as UTF-8 (a leading byte order mark is skipped), one at a time and at most
+MAX_LINE_BYTES each, so a huge or undecodable line is reported with its number.
 In CSV, list columns hold a JSON array (`["USA", "Mexico"]`) and an empty cell means the
 column is left to its default.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 FORMATS = ("jsonl", "csv")
+# The longest line read: a row of the largest valid lists fits well within it.
+MAX_LINE_BYTES = 1 << 20
 LIST_FIELDS = frozenset(
     {"expected_origins", "expected_decades", "expected_trends", "expected_features"}
 )
@@ -46,19 +52,53 @@ def format_of(path: Path, given: str | None) -> str:
     raise ValueError(f"cannot tell the format of {path.name}: use .jsonl or .csv, or --format")
 
 
-def read_records(
-    stream: TextIO, file_format: str
-) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
-    """Yield (line number, record) for every record; a malformed line yields its error."""
+@dataclass(frozen=True)
+class Header:
+    """A CSV file's header line: the columns its rows give."""
+
+    line: int
+    fields: tuple[str, ...]
+
+
+Read = tuple[int, "dict[str, Any] | RecordError | Header"]
+
+
+def read_records(stream: BinaryIO, file_format: str) -> Iterator[Read]:
+    """Yield (line number, record) for every record; a malformed line yields its error.
+
+    A CSV stream yields its `Header` first. A leading UTF-8 byte order mark is skipped.
+    """
     if file_format == "csv":
         yield from read_csv(stream)
     else:
         yield from read_jsonl(stream)
 
 
-def read_jsonl(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
+def physical_lines(stream: BinaryIO) -> Iterator[tuple[int, str | RecordError]]:
+    """The stream's lines decoded, each read whole only if it is at most MAX_LINE_BYTES."""
+    number = 0
+    while chunk := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            while chunk and not chunk.endswith(b"\n"):  # skipped, never held whole
+                chunk = stream.readline(MAX_LINE_BYTES + 1)
+            yield number, RecordError(number, "line", f"is longer than {MAX_LINE_BYTES:,} bytes")
+            continue
+        if number == 1:
+            chunk = chunk.removeprefix(codecs.BOM_UTF8)  # Excel's UTF-8 files begin with one
+        try:
+            yield number, chunk.decode("utf-8")
+        except UnicodeDecodeError as error:
+            rule = f"is not UTF-8 (byte 0x{chunk[error.start]:02x} at column {error.start + 1})"
+            yield number, RecordError(number, "line", rule)
+
+
+def read_jsonl(stream: BinaryIO) -> Iterator[Read]:
     """Records of a JSON Lines stream; blank lines are skipped."""
-    for number, line in enumerate(stream, start=1):
+    for number, line in physical_lines(stream):
+        if isinstance(line, RecordError):
+            yield number, line
+            continue
         if not line.strip():
             continue
         try:
@@ -72,21 +112,50 @@ def read_jsonl(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | RecordErr
         yield number, record
 
 
-def read_csv(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
-    """Records of a CSV stream with a header line."""
-    reader = csv.DictReader(stream)
+def read_csv(stream: BinaryIO) -> Iterator[Read]:
+    """Records of a CSV stream with a header line; every row has the header's fields."""
+    unreadable: list[RecordError] = []
+
+    def texts() -> Iterator[str]:
+        for _, line in physical_lines(stream):
+            if isinstance(line, RecordError):
+                unreadable.append(line)
+                yield "\n"  # an empty row, which the reader skips: numbering stays right
+            else:
+                yield line
+
+    reader = csv.reader(texts())
+    header = next(reader, None)
+    yield from ((error.line, error) for error in unreadable)
+    unreadable.clear()
+    if header is None:
+        return
+    fields = tuple(field.strip() for field in header)
+    yield reader.line_num, Header(reader.line_num, fields)
     for row in reader:
+        yield from ((error.line, error) for error in unreadable)
+        unreadable.clear()
         number = reader.line_num
-        record: dict[str, Any] = {}
+        if not row:
+            continue
+        if len(row) != len(fields):
+            rule = f"has {len(row)} fields, the header has {len(fields)}"
+            yield number, RecordError(number, "line", rule)
+            continue
         try:
-            for field, cell in row.items():
-                if field is None or cell is None or cell == "":
-                    continue  # no header for it, or left to its default
-                record[field] = parse_list(number, field, cell) if field in LIST_FIELDS else cell
+            yield number, record_of(number, fields, row)
         except RecordError as error:
             yield number, error
-            continue
-        yield number, record
+    yield from ((error.line, error) for error in unreadable)
+
+
+def record_of(line: int, fields: tuple[str, ...], row: list[str]) -> dict[str, Any]:
+    """A CSV row as a record; an empty cell leaves its column to the default."""
+    return {
+        field: parse_list(line, field, cell) if field in LIST_FIELDS else cell
+        for field, cell in zip(fields, row, strict=True)
+        if cell != ""
+    }
 
 
 def parse_list(line: int, field: str, cell: str) -> Any:
