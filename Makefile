@@ -48,7 +48,7 @@ devdb-stop: ## Stop the embedded development database (its data stays in .pgdata
 
 demo: ## Migrate the dev database, load the samples, show lookups and stats
 	@$(WITH_DATABASE) sh -c '\
-	  $(BIN)/alembic upgrade head && \
+	  $(BIN)/pricing-store migrate && \
 	  $(BIN)/pricing-store import examples/pricing_sample.jsonl && \
 	  $(BIN)/pricing-store import examples/models_sample.jsonl && \
 	  $(BIN)/pricing-store lookup "Levi'"'"'s" jeans "Big E" && \
