@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from pricing_store.errors import PricingStoreError, translate
+from pricing_store.errors import PricingStoreError, raise_translated
 
 # Errors after which the same read on a fresh connection may well succeed: the server
 # closed the connection (restart, failover, pg_terminate_backend) or is shutting down.
@@ -62,10 +62,7 @@ class ReadPool:
         except PricingStoreError:
             raise
         except Exception as error:
-            package_error = translate(error, self._where)
-            if package_error is None:
-                raise
-            raise package_error from error
+            raise_translated(error, self._where)
         finally:
             self._free.release()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
@@ -167,9 +167,14 @@ def translated(method: Method) -> Method:
         except PricingStoreError:
             raise
         except Exception as error:
-            package_error = translate(error, owner.location)
-            if package_error is None:
-                raise
-            raise package_error from error
+            raise_translated(error, owner.location)
 
     return wrapper  # type: ignore[return-value]
+
+
+def raise_translated(error: Exception, where: str) -> NoReturn:
+    """Raise the package error for `error` (from it), or `error` itself when it has none."""
+    package_error = translate(error, where)
+    if package_error is None:
+        raise error
+    raise package_error from error

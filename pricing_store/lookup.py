@@ -152,7 +152,8 @@ class PricingLookup:
         )
         # Marks a hit most recently used (only ever called on a hit, so never without cache).
         self._touch = self._cache.touch if self._cache is not None else None
-        # Reads may go to a standby: a value is cached only once it has replayed enough.
+        # With listen_to, reads may go to a standby (a value is cached only once it has
+        # replayed enough), and writes go to listen_to's server, the primary.
         self._on_standby = listen_to is not None
         self._hit_count = 0
         self._miss_count = 0
@@ -163,7 +164,6 @@ class PricingLookup:
         self._max_generations = non_negative_int("max_generations", max_generations)
         if self._max_generations == 0:
             raise InvalidValueError("max_generations", "must be at least 1")
-        self._writes_go_elsewhere = listen_to is not None
         self._primary: ReadPool | None = None
         self._generations: Generations | None = None
 
@@ -185,11 +185,11 @@ class PricingLookup:
             self._pool = ReadPool(self._connect, self._pool_size, where=self._settings.where())
             self._primary = (
                 ReadPool(
-                    self._connect_listener,
+                    self._connect_primary,
                     GENERATION_POOL_SIZE,
                     where=self._listen_settings.where(),
                 )
-                if self._writes_go_elsewhere
+                if self._on_standby
                 else self._pool
             )
             if self._generator is not None:
@@ -201,7 +201,7 @@ class PricingLookup:
                 )
         if self._cache is not None and self._listener is None:
             listener = ChangeListener(
-                self._connect_listener,
+                self._connect_primary,
                 self._cache,
                 self._on_change,
                 track_positions=self._on_standby,
@@ -230,6 +230,8 @@ class PricingLookup:
 
         Raises:
             InvalidValueError: if a key is not a valid key.
+            DatabaseUnavailableError: if the server cannot be reached.
+            SchemaNotMigratedError: if the tables are missing.
         """
         spelled = (brand, group, model)
         try:  # keyed as passed: a hit needs no canonicalising
@@ -339,6 +341,8 @@ class PricingLookup:
 
         Raises:
             InvalidValueError: naming the key's position, if a key is not valid.
+            DatabaseUnavailableError: if the server cannot be reached.
+            SchemaNotMigratedError: if the tables are missing.
         """
         hits = self._hits
         found: dict[Any, PriceReference | None] = {}
@@ -391,7 +395,7 @@ class PricingLookup:
     async def _connect(self) -> Any:
         return await connect(self._settings)
 
-    async def _connect_listener(self) -> Any:
+    async def _connect_primary(self) -> Any:
         return await connect(self._listen_settings)
 
 
