@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # DATABASE_URL, or the embedded development database under .pgdata/ when it is unset.
-WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.devdb)}"
+WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.ops.devdb)}"
 
 .DEFAULT_GOAL := help
 .PHONY: help install test lint format bench workload demo migrate downgrade migrate-sql revision roles devdb-stop
@@ -44,7 +44,7 @@ migrate-sql: ## Print the upgrade SQL without connecting (offline mode)
 	@$(BIN)/pricing-store migrate-sql
 
 devdb-stop: ## Stop the embedded development database (its data stays in .pgdata/)
-	@$(BIN)/python -m pricing_store.devdb stop
+	@$(BIN)/python -m pricing_store.ops.devdb stop
 
 demo: ## Migrate the dev database, load the samples, show lookups and stats
 	@$(WITH_DATABASE) sh -c '\
@@ -55,8 +55,8 @@ demo: ## Migrate the dev database, load the samples, show lookups and stats
 	  $(BIN)/pricing-store lookup Nike sneakers "Air Jordan 1" --json && \
 	  $(BIN)/pricing-store stats'
 
-roles: ## Create the owner and app roles (pricing_store/roles.sql) on DATABASE_URL, as an admin
-	@$(WITH_DATABASE) $(BIN)/python -m pricing_store.roles
+roles: ## Create the owner and app roles (pricing_store/ops/roles.sql) on DATABASE_URL, as an admin
+	@$(WITH_DATABASE) $(BIN)/python -m pricing_store.ops.roles
 
 revision: ## Create a new revision: make revision m="add something"
 	@test -n "$(m)" || { echo 'usage: make revision m="what it changes"'; exit 2; }

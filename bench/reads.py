@@ -28,8 +28,8 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
-from pricing_store.lookup import GET_MANY_SQL, GET_SQL
-from pricing_store.statements import key_parameters, table_of
+from pricing_store.lookup.pricing_lookup import GET_MANY_SQL, GET_SQL
+from pricing_store.repositories.statements import key_parameters, table_of
 from tests.provision import asyncpg_dsn
 
 BRAND_GROUPS = 50_000  # also 500 pages of 100 rows

@@ -10,7 +10,7 @@ from sqlalchemy.engine import URL
 
 from bench.harness import Line, compare
 from pricing_store import BrandGroup, BrandGroupRepository, create_engine, create_session_factory
-from pricing_store.statements import upsert_returning_row
+from pricing_store.repositories.statements import upsert_returning_row
 from tests.provision import asyncpg_dsn
 
 BULK_ROWS = 50_000

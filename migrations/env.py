@@ -18,9 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing_store.db import create_engine
-from pricing_store.drift import COMPARE_OPTIONS
-from pricing_store.migrating import blocked_message, serialise_and_bound
 from pricing_store.models import Base
+from pricing_store.ops.drift import COMPARE_OPTIONS
+from pricing_store.ops.migrating import blocked_message, serialise_and_bound
 
 SCHEMA = "public"
 config = context.config
@@ -47,7 +47,7 @@ def run_migrations(connection: Connection) -> None:
     """Run the revisions on a sync connection (inside `run_sync` for async drivers).
 
     One migrator at a time, each table lock waited for at most lock_timeout (see
-    pricing_store.migrating).
+    pricing_store.ops.migrating).
     """
     context.configure(connection=connection, **CONFIGURE_OPTIONS)
     with context.begin_transaction():

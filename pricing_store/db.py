@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +189,17 @@ def settings_of_sync(engine: Engine) -> DriverSettings:
     """The driver settings of a sync engine (see settings_of)."""
     found = _SETTINGS.get(engine)
     return found if found is not None else DriverSettings(engine.url)
+
+
+# The statements the package sends to asyncpg itself, bypassing SQLAlchemy's events and
+# `echo` (one-row writes, COPY, lookups, generation, export), at DEBUG.
+SQL_LOG = logging.getLogger("pricing_store.sql")
+
+
+def log_statement(sql: str, arguments: Sequence[Any] = ()) -> None:
+    """Log a statement sent to the driver directly (only when DEBUG is on for it)."""
+    if SQL_LOG.isEnabledFor(logging.DEBUG):
+        SQL_LOG.debug("%s %r", " ".join(sql.split()), tuple(arguments))
 
 
 # The password of a URL (`scheme://user:password@host`), wherever one stands in a text.

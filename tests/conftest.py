@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import create_engine, create_session_factory
-from pricing_store.roles import APP, create_roles
+from pricing_store.ops.roles import APP, create_roles
 from tests.provision import (
     NoServerError,
     OwnServer,

@@ -15,9 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store import BrandGroupRepository, PricingStoreError, create_engine, devdb
+from pricing_store import BrandGroupRepository, PricingStoreError, create_engine
 from pricing_store.cli.app import database
 from pricing_store.db import hide_passwords
+from pricing_store.errors import host_and_database
+from pricing_store.ops import devdb
 from tests.conftest import ROOT
 from tests.test_migrations import HEAD, NOTIFICATIONS
 
@@ -362,9 +364,9 @@ def test_database_failures_are_one_plain_line(empty_database: URL) -> None:
         'error: relation "public.brand_groups" does not exist: '
         'the database is not migrated (run "make migrate")'
     ]
+    where = host_and_database(empty_database.set(database="no_such_database"))
     assert unknown.stderr.splitlines() == [
-        f"error: database unavailable at {empty_database.host}:{empty_database.port}"
-        '/no_such_database: database "no_such_database" does not exist'
+        f'error: database unavailable at {where}: database "no_such_database" does not exist'
     ]
     assert bad_port.stderr.splitlines() == [
         "error: url: is not a database URL (postgresql://user@host:port/database)"

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from pricing_store import devdb
+from pricing_store.ops import devdb
 from tests.provision import asyncpg_dsn
 from tests.test_migrations import TABLES_AT_HEAD
 

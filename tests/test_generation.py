@@ -27,7 +27,7 @@ from pricing_store import (
     PricingStoreError,
     create_engine,
 )
-from pricing_store.leases import LEASE_SECONDS
+from pricing_store.lookup.leases import LEASE_SECONDS
 from tests.conftest import ROOT
 from tests.factories import brand_group
 from tests.provision import asyncpg_dsn, url_text

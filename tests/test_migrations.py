@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from pricing_store.db import create_engine
-from pricing_store.drift import schema_differences
+from pricing_store.ops.drift import schema_differences
 from tests.conftest import ROOT, alembic_config
 from tests.provision import asyncpg_dsn
 

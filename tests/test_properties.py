@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pricing_store import BrandGroup, BrandGroupRepository, InvalidValueError, ModelRepository
 from pricing_store.cli.records import Header, RecordError, read_records
 from pricing_store.models import Model
-from pricing_store.rows import item_values
+from pricing_store.repositories.rows import item_values
 
 EXAMPLES = settings(
     max_examples=60,

@@ -15,7 +15,7 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
-from pricing_store.roles import APP, create_roles
+from pricing_store.ops.roles import APP, create_roles
 from tests.factories import brand_group, model
 from tests.provision import asyncpg_dsn
 

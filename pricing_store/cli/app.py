@@ -1,4 +1,8 @@
-"""The `pricing-store` command: load, export, look up, summarise and check pricing data."""
+"""The `pricing-store` command: load, export, look up, summarise and check pricing data.
+
+Only typer and the standard library are imported up front: each command imports what it
+uses (SQLAlchemy, asyncpg, alembic, rich), so `--help` starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +16,16 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from alembic import command
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing_store import devdb
-from pricing_store.cli import report
-from pricing_store.cli.importer import TABLES, check_file, load_file
-from pricing_store.cli.records import FORMATS, RecordWriter, format_of, json_line
-from pricing_store.db import create_engine, create_session_factory, hide_passwords
-from pricing_store.errors import PricingStoreError, first_line, translate
-from pricing_store.lookup import PricingLookup
-from pricing_store.migrating import alembic_config
-from pricing_store.repositories import BrandGroupRepository, ModelRepository
+from pricing_store.cli.records import FORMATS, TABLE_NAMES, format_of, json_line
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 app = typer.Typer(
     name="pricing-store",
@@ -39,8 +34,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, markup=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """A line on standard output."""
+    print(text, flush=True)
+
+
+def warn(text: str) -> None:
+    """A line on standard error."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def show_version(asked: bool) -> None:
+    """`--version`: print the package's version and stop."""
+    if asked:
+        say(f"pricing-store {version('pricing-store')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    _: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Load, export, look up, summarise and check the pricing reference data."""
+
 
 DatabaseUrl = Annotated[
     str | None,
@@ -60,8 +83,6 @@ FileFormat = Annotated[
     str | None, typer.Option("--format", help="jsonl or csv (import: default from the extension).")
 ]
 PROGRESS_FROM_LINES = 5_000
-EXPORT_PAGE = 1_000
-EXPORT_FIELDS = {table: list(model.field_rules) for table, model in TABLES.items()}
 
 
 @app.command("import")
@@ -86,24 +107,24 @@ def import_file(
     """
 
     async def action() -> int:
-        check_choice("--table", table, TABLES)
+        from pricing_store.cli.importer import check_file, load_file
+
+        check_choice("--table", table, TABLE_NAMES)
         check_choice("--format", file_format, FORMATS)
         with readable_file(file, file_format) as (path, detected):
             checked = check_file(path, detected, table)
             for line, field, rule in checked.problems:
-                err.print(f"{file}:{line}: {field}: {rule}")
+                warn(f"{file}:{line}: {field}: {rule}")
             if checked.invalid_lines > len(checked.problems):
-                err.print(
-                    f"... and {checked.invalid_lines - len(checked.problems)} more invalid lines"
-                )
+                warn(f"... and {checked.invalid_lines - len(checked.problems)} more invalid lines")
             if checked.invalid_lines:
-                err.print(f"{checked.invalid_lines} invalid line(s); nothing was written")
+                warn(f"{checked.invalid_lines} invalid line(s); nothing was written")
                 return 1
             if checked.table is None:
-                err.print(f"{file}: no records")
+                warn(f"{file}: no records")
                 return 0
             if dry_run:
-                out.print(f"{checked.records} {checked.table} record(s) valid; nothing written")
+                say(f"{checked.records} {checked.table} record(s) valid; nothing written")
                 return 0
             started = time.perf_counter()
             with progress(checked.records) as advance:
@@ -115,7 +136,7 @@ def import_file(
                     batch_size=batch_size,
                     advance=advance,
                 )
-            out.print(
+            say(
                 f"{checked.table}: {result.inserted} inserted, {result.updated} updated, "
                 f"{result.unchanged} unchanged in {time.perf_counter() - started:.1f} s"
             )
@@ -133,28 +154,18 @@ def export(
 ) -> None:
     """Write a table to standard output, newest first, in a form `import` reads back.
 
-    Streams with keyset pages, so memory stays flat whatever the table's size.
+    Streams plain rows in keyset pages, so memory stays flat whatever the table's size.
 
     Example: pricing-store export --table models --format csv > models.csv
     """
 
     async def action() -> int:
-        check_choice("--table", table, TABLES)
+        from pricing_store.cli.export import export_table
+
+        check_choice("--table", table, TABLE_NAMES)
         check_choice("--format", file_format, FORMATS)
-        name = table or "brand_groups"
-        async with engine_for(database_url) as engine, create_session_factory(engine)() as session:
-            repository = (BrandGroupRepository if name == "brand_groups" else ModelRepository)(
-                session
-            )
-            fields = EXPORT_FIELDS[name]
-            writer = RecordWriter(sys.stdout, file_format or "jsonl", fields)
-            page = await repository.get_page(EXPORT_PAGE)
-            while True:
-                writer.write({field: getattr(row, field) for field in fields} for row in page.items)
-                session.expunge_all()  # keep memory flat: rows written are let go
-                if page.next_cursor is None:
-                    return 0
-                page = await repository.get_page(EXPORT_PAGE, after=page.next_cursor)
+        await export_table(database(database_url), table or "brand_groups", file_format or "jsonl")
+        return 0
 
     run(action, debug)
 
@@ -174,10 +185,15 @@ def lookup(
     """
 
     async def action() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from pricing_store.lookup import PricingLookup
+
         async with engine_for(database_url) as engine, PricingLookup(engine) as lookups:
             reference = await lookups.get(brand, group, model)
         if reference is None:
-            err.print(f"no Brand×Group {brand!r} / {group!r}")
+            warn(f"no Brand×Group {brand!r} / {group!r}")
             return 1
         fields = dataclasses.asdict(reference)
         if as_json:
@@ -192,7 +208,7 @@ def lookup(
             shown.add_row(
                 key.replace("_", " "), ", ".join(value) if isinstance(value, tuple) else str(value)
             )
-        out.print(shown)
+        Console(highlight=False, markup=False, soft_wrap=True).print(shown)
         return 0
 
     run(action, debug)
@@ -210,12 +226,17 @@ def stats(
     """
 
     async def action() -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from pricing_store.cli import report
+
         async with engine_for(database_url) as engine:
             found = await report.stats(engine)
         if as_json:
             print(json.dumps(found, default=str))
             return 0
-        out.print(
+        say(
             f"{found['brand_groups']} brand groups ({found['brands']} brands, "
             f"{found['groups']} groups), {found['models']} models; "
             f"newest change {found['newest_change'] or 'never'}"
@@ -228,7 +249,7 @@ def stats(
                 str(row["min_price"]),
                 str(row["max_price"]),
             )
-        out.print(prices)
+        Console(highlight=False, markup=False, soft_wrap=True).print(prices)
         return 0
 
     run(action, debug)
@@ -244,13 +265,15 @@ def check(database_url: DatabaseUrl = None, debug: Debug = False) -> None:
     """
 
     async def action() -> int:
+        from pricing_store.cli import report
+
         async with engine_for(database_url) as engine:
             found = await report.problems(engine)
         for problem in found:
-            err.print(problem)
+            warn(problem)
         if found:
             return 1
-        out.print("schema matches the models; migrations at head")
+        say("schema matches the models; migrations at head")
         return 0
 
     run(action, debug)
@@ -264,6 +287,10 @@ def migrate(database_url: DatabaseUrl = None, debug: Debug = False) -> None:
     """
 
     async def action() -> int:
+        from alembic import command
+
+        from pricing_store.ops import alembic_config
+
         await asyncio.to_thread(command.upgrade, alembic_config(database(database_url)), "head")
         return 0
 
@@ -288,11 +315,15 @@ def downgrade(
 
     async def action() -> int:
         if database_url and not yes:
-            err.print(
+            warn(
                 "refusing to downgrade a DATABASE_URL: it may drop tables with their data; "
                 "pass --yes (make downgrade confirm=yes) if you mean it"
             )
             return 2
+        from alembic import command
+
+        from pricing_store.ops import alembic_config
+
         await asyncio.to_thread(command.downgrade, alembic_config(database(database_url)), to)
         return 0
 
@@ -307,6 +338,10 @@ def migrate_sql(debug: Debug = False) -> None:
     """
 
     async def action() -> int:
+        from alembic import command
+
+        from pricing_store.ops import alembic_config
+
         await asyncio.to_thread(command.upgrade, alembic_config(None), "head", sql=True)
         return 0
 
@@ -324,7 +359,10 @@ def run(action: Callable[[], Coroutine[Any, Any, int]], debug: bool) -> None:
     except Exception as error:
         if debug:
             raise
-        err.print(f"error: {hide_passwords(first_line(translate(error) or error))}")
+        from pricing_store.db import hide_passwords
+        from pricing_store.errors import first_line, translate
+
+        warn(f"error: {hide_passwords(first_line(translate(error) or error))}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
@@ -335,12 +373,15 @@ def database(option: str | None) -> str:
     Raises:
         PricingStoreError: with neither, outside a checkout.
     """
+    from pricing_store.errors import PricingStoreError
+    from pricing_store.ops import devdb
+
     if option:
         return option
     data_directory = devdb.checkout_data_directory()
     if data_directory is None:
         raise PricingStoreError("no database: set DATABASE_URL or pass --database-url")
-    err.print("no DATABASE_URL: using the local development database")
+    warn("no DATABASE_URL: using the local development database")
     return devdb.ensure_running(data_directory)
 
 
@@ -364,8 +405,12 @@ def readable_file(file: str, file_format: str | None) -> Iterator[tuple[Path, st
 @contextmanager
 def progress(total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar on standard error, for large files when it is a terminal."""
-    shown = total >= PROGRESS_FROM_LINES and err.is_terminal
-    with Progress(console=err, disable=not shown, transient=True) as bar:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    errors = Console(stderr=True)
+    shown = total >= PROGRESS_FROM_LINES and errors.is_terminal
+    with Progress(console=errors, disable=not shown, transient=True) as bar:
         task = bar.add_task("importing", total=total)
         yield lambda count: bar.advance(task, count)
 
@@ -373,6 +418,8 @@ def progress(total: int) -> Iterator[Callable[[int], None]]:
 @asynccontextmanager
 async def engine_for(option: str | None) -> AsyncIterator[AsyncEngine]:
     """An engine on the command's database, disposed of afterwards."""
+    from pricing_store.db import create_engine
+
     engine = create_engine(database(option))
     try:
         yield engine

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pricing_store.bulk import UpsertResult
 from pricing_store.cli.records import Header, RecordError, read_records
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import InvalidValueError
 from pricing_store.models import BrandGroup, Model
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
-from pricing_store.rows import item_values
+from pricing_store.repositories.bulk import UpsertResult
+from pricing_store.repositories.rows import item_values
 
 TABLES: dict[str, type[BrandGroup] | type[Model]] = {"brand_groups": BrandGroup, "models": Model}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 FORMATS = ("jsonl", "csv")
+TABLE_NAMES = ("brand_groups", "models")
 # The longest line read: a row of the largest valid lists fits well within it.
 MAX_LINE_BYTES = 1 << 20
 LIST_FIELDS = frozenset(

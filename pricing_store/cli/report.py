@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing_store.drift import schema_differences
+from pricing_store.ops.drift import schema_differences
+from pricing_store.ops.migrating import alembic_config
 
 STATS_SQL = {
     "brand_groups": "SELECT count(*) FROM public.brand_groups",
@@ -45,18 +44,9 @@ async def stats(engine: AsyncEngine) -> dict[str, Any]:
     return found
 
 
-def alembic_config() -> Config:
-    """The project's Alembic configuration: ./alembic.ini, else the checkout's."""
-    here = Path("alembic.ini")
-    path = here if here.exists() else Path(__file__).resolve().parents[2] / "alembic.ini"
-    if not path.exists():
-        raise FileNotFoundError("alembic.ini not found: run from the project's checkout")
-    return Config(str(path))
-
-
 async def problems(engine: AsyncEngine) -> list[str]:
     """Readable differences from the models and the migration head; empty when none."""
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    heads = set(ScriptDirectory.from_config(alembic_config(None)).get_heads())
     async with engine.connect() as connection:
         try:
             applied = set((await connection.scalars(text(VERSION_SQL))).all())

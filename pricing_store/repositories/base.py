@@ -9,14 +9,14 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pricing_store.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
-from pricing_store.driver import fetch_row
 from pricing_store.errors import InvalidValueError, host_and_database, translated
-from pricing_store.loading import as_loaded
 from pricing_store.models import BrandGroup, Model
-from pricing_store.paging import Page, decode_cursor, encode_cursor
-from pricing_store.rows import Item, item_values
-from pricing_store.statements import (
+from pricing_store.repositories.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
+from pricing_store.repositories.driver import fetch_row
+from pricing_store.repositories.loading import as_loaded
+from pricing_store.repositories.paging import Page, decode_cursor, encode_cursor
+from pricing_store.repositories.rows import Item, item_values
+from pricing_store.repositories.statements import (
     RowStatement,
     find_by_key,
     insert_or_select,

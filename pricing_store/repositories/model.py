@@ -8,7 +8,7 @@ from pricing_store.errors import translated
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
 from pricing_store.repositories.base import Generate, Repository
-from pricing_store.statements import key_parameters
+from pricing_store.repositories.statements import key_parameters
 
 # Built once, with bound parameters `brand` and `group_name`.
 MODELS_OF_BRAND_GROUP = (

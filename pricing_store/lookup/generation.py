@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from pricing_store.connections import ReadPool
 from pricing_store.errors import GenerationTimeoutError, InvalidValueError
-from pricing_store.leases import Leases, lease_key
+from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
-from pricing_store.rows import item_values
-from pricing_store.statements import insert_or_select, table_of
+from pricing_store.repositories.rows import item_values
+from pricing_store.repositories.statements import insert_or_select, table_of
 
 RECHECK_EVERY = 0.5
 

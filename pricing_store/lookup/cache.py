@@ -22,7 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from pricing_store.connections import Connect
+from pricing_store.lookup.connections import Connect
 
 CHANNEL = "pricing_store_changes"
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)

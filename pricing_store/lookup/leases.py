@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 
-from pricing_store.connections import ReadPool
+from pricing_store.lookup.connections import ReadPool
 
 LEASE_SECONDS = 3.0
 RENEW_EVERY = 1.0

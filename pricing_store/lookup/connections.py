@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from pricing_store.db import log_statement
 from pricing_store.errors import PricingStoreError, raise_translated
 
 # Errors after which the same read on a fresh connection may well succeed: the server
@@ -71,6 +72,7 @@ class ReadPool:
     ) -> Any:
         if connection is None:
             connection = await self._connect()
+        log_statement(sql, arguments)
         try:
             result = await getattr(connection, method)(sql, *arguments)
         except asyncpg.PostgresError as error:

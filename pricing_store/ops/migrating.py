@@ -17,7 +17,10 @@ from sqlalchemy.exc import DBAPIError
 
 from pricing_store.errors import PricingStoreError
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+# The project checkout this package runs from, when it runs from one (an editable install).
+CHECKOUT = Path(__file__).resolve().parents[2]
+# Where the wheel puts the revisions (see pyproject.toml).
+PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
 # Any fixed bigint; the same in every process that migrates this schema.
 MIGRATION_LOCK = 7_336_418_290_115_023_451
@@ -69,18 +72,31 @@ def blocked_message(error: DBAPIError) -> str | None:
     return None
 
 
-def alembic_config(url: str | None, **attributes: Any) -> Config:
-    """The project's Alembic configuration, from any directory, on `url` if given.
+def migrations_directory() -> Path:
+    """The revisions: packaged inside the wheel, or the checkout's `migrations/`.
 
-    `attributes` go to `config.attributes` (a `connection` to share, say).
+    Raises:
+        PricingStoreError: if neither is there.
+    """
+    for candidate in (PACKAGED_MIGRATIONS, CHECKOUT / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise PricingStoreError("no migrations found beside the package: reinstall pricing-store")
+
+
+def alembic_config(url: str | None = None, **attributes: Any) -> Config:
+    """The package's Alembic configuration, usable from any directory, on `url` if given.
+
+    Needs no `alembic.ini`: the settings the project's file holds for its revisions are
+    set here. `attributes` go to `config.attributes` (a `connection` to share, say).
 
     Raises:
         PricingStoreError: if the migrations cannot be found.
     """
-    ini = CHECKOUT / "alembic.ini"
-    if not ini.is_file():
-        raise PricingStoreError(f"no migrations: {ini} not found")
-    config = Config(str(ini))
+    config = Config()
+    config.set_main_option("script_location", str(migrations_directory()))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("timezone", "UTC")
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes.update(attributes)

@@ -16,8 +16,6 @@ from typing import Any, Self
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.cache import ChangeListener, Key, ReferenceCache, Token
-from pricing_store.connections import ReadPool
 from pricing_store.db import UNREACHABLE, DriverSettings, settings_of
 from pricing_store.errors import (
     DatabaseUnavailableError,
@@ -25,7 +23,9 @@ from pricing_store.errors import (
     first_line,
     translate,
 )
-from pricing_store.generation import (
+from pricing_store.lookup.cache import ChangeListener, Key, ReferenceCache, Token
+from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.generation import (
     BRAND_GROUP,
     MODEL,
     Generations,
@@ -33,10 +33,10 @@ from pricing_store.generation import (
     PriceGenerator,
     checked_generator,
 )
+from pricing_store.lookup.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
+from pricing_store.lookup.stats import LookupStats
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.models.model import MODEL_RULES
-from pricing_store.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
-from pricing_store.stats import LookupStats
 from pricing_store.validation import non_negative_int, positive_seconds
 
 DEFAULT_POOL_SIZE = 10

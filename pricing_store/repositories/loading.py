@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import StringList
-from pricing_store.statements import table_of
+from pricing_store.repositories.statements import table_of
 
 
 def as_loaded(
