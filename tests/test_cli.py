@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import BrandGroupRepository, PricingStoreError, create_engine
 from pricing_store.cli.app import database
+from pricing_store.cli.records import json_line
 from pricing_store.db import hide_passwords
 from pricing_store.errors import host_and_database
 from pricing_store.ops import devdb
@@ -423,3 +424,27 @@ def test_the_development_database_is_the_checkouts_wherever_the_command_runs(
     with pytest.raises(PricingStoreError, match=r"^no database: set DATABASE_URL or pass"):
         database(None)
     assert list(tmp_path.iterdir()) == []  # nothing was created, nothing started
+
+
+async def test_export_writes_lists_exactly_as_json_would(
+    cli: Cli, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    awkward = ['say "hi"', "back\\slash", "new\nline", "tab\t\x01", "Łódź 日本", "line\u2028end"]
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).upsert(
+            {
+                "brand": 'Lé "Brand"\\',
+                "group_name": "jeans",
+                "base_price": 25,
+                "expected_trends": awkward,
+            }
+        )
+    async with session_factory() as reader:
+        row = (await BrandGroupRepository(reader).get_page(1)).items[0]
+        fields = list(row.field_rules)
+        expected = json_line({field: getattr(row, field) for field in fields})
+
+    exported = cli("export")
+
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == expected + "\n"

@@ -6,7 +6,6 @@ the repositories, at a fraction of the cost: no ORM object per row.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from pricing_store.cli.importer import TABLES
@@ -35,10 +34,7 @@ async def export_table(url: str, table: str, file_format: str) -> None:
     fields = list(TABLES[table].field_rules)
     connection = await connect(driver_settings(url))
     try:
-        # JSONB lists as Python lists, as the models hold them.
-        await connection.set_type_codec(
-            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        # JSONB lists arrive as their JSON text (the driver's default), written as they are.
         writer = RecordWriter(sys.stdout, file_format, fields)
         first, following = page_sql(table, fields, after=False), page_sql(table, fields, after=True)
         log_statement(first, (EXPORT_PAGE,))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -25,6 +26,7 @@ MAX_LINE_BYTES = 1 << 20
 LIST_FIELDS = frozenset(
     {"expected_origins", "expected_decades", "expected_trends", "expected_features"}
 )
+NUMBER_FIELDS = frozenset({"base_price", "condition_sensitivity", "coefficient"})
 
 
 class RecordError(ValueError):
@@ -182,25 +184,45 @@ def json_value(value: Any) -> str:
 
 
 class RecordWriter:
-    """Writes rows in a form `read_records` reads back to the same values, page by page."""
+    """Writes rows in a form `read_records` reads back to the same values, page by page.
+
+    A row is a sequence of values in `fields` order (further values are ignored), as the
+    driver returns it: numbers as
+    Decimal, list columns as the JSON text PostgreSQL prints for JSONB, which is exactly
+    what `json.dumps(..., ensure_ascii=False)` makes of the list, so it is written as it is.
+    """
 
     def __init__(self, stream: TextIO, file_format: str, fields: list[str]) -> None:
         self.stream = stream
-        self.fields = fields
-        self.csv = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
         self.is_csv = file_format == "csv"
+        self.csv = csv.writer(stream, lineterminator="\n")
+        # Each JSON line is `{"field": value, ...}`: the keys' text is made once.
+        self.prefixes = [f"{json.dumps(field)}: " for field in fields]
+        self.formats = [json_text_of(field) for field in fields]
         if self.is_csv:
-            self.csv.writeheader()
+            self.csv.writerow(fields)
 
-    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
         """Append rows."""
-        for row in rows:
-            if self.is_csv:
-                self.csv.writerow({field: self.cell(field, row[field]) for field in self.fields})
-            else:
-                self.stream.write(json_line({field: row[field] for field in self.fields}) + "\n")
+        if self.is_csv:
+            width = len(self.formats)  # a row may carry more columns (the keyset's)
+            self.csv.writerows(row[:width] for row in rows)
+            return
+        pairs = list(zip(self.prefixes, self.formats, strict=True))
+        self.stream.writelines(
+            "{"
+            + ", ".join(
+                prefix + form(value) for (prefix, form), value in zip(pairs, row, strict=False)
+            )
+            + "}\n"
+            for row in rows
+        )
 
-    @staticmethod
-    def cell(field: str, value: Any) -> Any:
-        """A CSV cell: list columns as a JSON array."""
-        return json.dumps(value, ensure_ascii=False) if field in LIST_FIELDS else value
+
+def json_text_of(field: str) -> Callable[[Any], str]:
+    """How a column's value is written in a JSON line (as `json_value` would)."""
+    if field in LIST_FIELDS:
+        return str  # already JSON text
+    if field in NUMBER_FIELDS:
+        return str  # a Decimal's exact digits
+    return encode_basestring  # what json.dumps(..., ensure_ascii=False) makes of a string
