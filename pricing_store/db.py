@@ -117,10 +117,11 @@ def driver_settings(url: str | URL | None = None, *, pgbouncer: bool = False) ->
     return DriverSettings(parsed.set(query=query), connect_args, pgbouncer)
 
 
-def settings_of(engine: AsyncEngine) -> DriverSettings:
-    """The driver settings of an engine (made here or not), for reading around it."""
-    found = _SETTINGS.get(engine.sync_engine)
-    return found if found is not None else DriverSettings(engine.url, {"timeout": CONNECT_TIMEOUT})
+def settings_of(engine: AsyncEngine | Engine) -> DriverSettings:
+    """The driver settings of an engine (async or sync, made here or not)."""
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    found = _SETTINGS.get(sync)
+    return found if found is not None else DriverSettings(sync.url, {"timeout": CONNECT_TIMEOUT})
 
 
 def create_engine(
@@ -181,14 +182,8 @@ def report_unavailable(context: ExceptionContext) -> None:
     error = context.original_exception
     if context.is_pre_ping or not (context.is_disconnect or isinstance(error, UNREACHABLE)):
         return
-    where = settings_of_sync(context.engine).where() if context.engine is not None else "?"
+    where = settings_of(context.engine).where() if context.engine is not None else "?"
     raise DatabaseUnavailableError(where, first_line(error)) from error
-
-
-def settings_of_sync(engine: Engine) -> DriverSettings:
-    """The driver settings of a sync engine (see settings_of)."""
-    found = _SETTINGS.get(engine)
-    return found if found is not None else DriverSettings(engine.url)
 
 
 # The statements the package sends to asyncpg itself, bypassing SQLAlchemy's events and

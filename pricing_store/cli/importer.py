@@ -11,11 +11,12 @@ from pricing_store.cli.records import Header, RecordError, read_records
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import InvalidValueError
 from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import KeyedModel
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
 from pricing_store.repositories.bulk import UpsertResult
 from pricing_store.repositories.rows import item_values
 
-TABLES: dict[str, type[BrandGroup] | type[Model]] = {"brand_groups": BrandGroup, "models": Model}
+TABLES: dict[str, type[KeyedModel]] = {"brand_groups": BrandGroup, "models": Model}
 
 
 # How many invalid lines are reported one by one; the rest are only counted.

@@ -21,6 +21,7 @@ from pricing_store.errors import GenerationTimeoutError, InvalidValueError
 from pricing_store.lookup.connections import ReadPool
 from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import KeyedModel
 from pricing_store.repositories.rows import item_values
 from pricing_store.repositories.statements import insert_or_select, table_of
 
@@ -50,7 +51,7 @@ class Kind:
     """One table that rows can be generated for."""
 
     description: str
-    model_type: type[BrandGroup] | type[Model]
+    model_type: type[KeyedModel]
     method: str
 
     @property

@@ -243,7 +243,7 @@ class PricingLookup:
             self._touch(spelled)  # type: ignore[misc]
             return hit  # type: ignore[return-value]
         self._miss_count += 1
-        key = canonical_key(brand, group, model)
+        key = canonical_lookup_key(brand, group, model)
         pool = self._pool or await self._started_pool()
         cache = self._cache
         if cache is None:
@@ -284,7 +284,9 @@ class PricingLookup:
         reference = await self.get(brand, group, model)
         if reference is not None and (model is None or reference.model_found):
             return reference
-        key = canonical_brand, canonical_group, canonical_model = canonical_key(brand, group, model)
+        key = canonical_brand, canonical_group, canonical_model = canonical_lookup_key(
+            brand, group, model
+        )
         missing: list[tuple[Kind, tuple[str, ...]]] = []
         if reference is None:
             missing.append((BRAND_GROUP, (canonical_brand, canonical_group)))
@@ -427,7 +429,7 @@ def padded(key: Sequence[Any]) -> tuple[Any, ...]:
     return (key[0], key[1], None) if len(key) == 2 else tuple(key)
 
 
-def canonical_key(brand: object, group: object, model: object) -> Key:
+def canonical_lookup_key(brand: object, group: object, model: object) -> Key:
     """Trim and NFC-normalise a key as every write does.
 
     Raises:
@@ -463,6 +465,6 @@ def canonical_position(position: int, key: object) -> Key:
     if not isinstance(key, tuple) or len(key) not in (2, 3):
         raise InvalidValueError(f"keys[{position}]", "must be a (brand, group[, model]) tuple")
     try:
-        return canonical_key(*padded(key))
+        return canonical_lookup_key(*padded(key))
     except InvalidValueError as error:
         raise InvalidValueError(f"keys[{position}].{error.field}", error.rule) from None

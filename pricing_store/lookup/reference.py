@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -52,44 +52,20 @@ def strings_of(json_text: str) -> tuple[str, ...]:
     return tuple(json.loads(json_text))
 
 
-# Lookups build thousands of references a second. A frozen dataclass's __init__ sets each
-# field through object.__setattr__; calling each slot's setter directly, one by one rather
-# than in a loop, builds one in well under half the time.
-SETTERS = {
-    field.name: getattr(PriceReference, field.name).__set__ for field in fields(PriceReference)
-}
-set_brand = SETTERS["brand"]
-set_group_name = SETTERS["group_name"]
-set_base_price = SETTERS["base_price"]
-set_condition_sensitivity = SETTERS["condition_sensitivity"]
-set_expected_origins = SETTERS["expected_origins"]
-set_expected_decades = SETTERS["expected_decades"]
-set_expected_trends = SETTERS["expected_trends"]
-set_model = SETTERS["model"]
-set_coefficient = SETTERS["coefficient"]
-set_expected_features = SETTERS["expected_features"]
-set_model_found = SETTERS["model_found"]
-new_reference = object.__new__
-
-
 def reference_from_row(row: Sequence[Any], model: str | None) -> PriceReference:
     """Build the reference from a row of REFERENCE_COLUMNS (at the row's end)."""
     brand, group, price, sensitivity, origins, decades, trends, coefficient, features = row[-9:]
-    reference: PriceReference = new_reference(PriceReference)
-    set_brand(reference, brand)
-    set_group_name(reference, group)
-    set_base_price(reference, price)
-    set_condition_sensitivity(reference, sensitivity)
-    set_expected_origins(reference, strings_of(origins))
-    set_expected_decades(reference, strings_of(decades))
-    set_expected_trends(reference, strings_of(trends))
-    set_model(reference, model)
-    if coefficient is None:  # no model row
-        set_coefficient(reference, NEUTRAL_COEFFICIENT)
-        set_expected_features(reference, ())
-        set_model_found(reference, False)
-    else:
-        set_coefficient(reference, coefficient)
-        set_expected_features(reference, strings_of(features))
-        set_model_found(reference, True)
-    return reference
+    found = coefficient is not None  # else no model row: the neutral coefficient
+    return PriceReference(
+        brand=brand,
+        group_name=group,
+        base_price=price,
+        condition_sensitivity=sensitivity,
+        expected_origins=strings_of(origins),
+        expected_decades=strings_of(decades),
+        expected_trends=strings_of(trends),
+        model=model,
+        coefficient=coefficient if found else NEUTRAL_COEFFICIENT,
+        expected_features=strings_of(features) if found else (),
+        model_found=found,
+    )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import partial
 from types import MappingProxyType
-from typing import Any, SupportsIndex, overload
+from typing import Any, ClassVar, Protocol, SupportsIndex, overload
 
-from sqlalchemy import DateTime, MetaData, text
+from sqlalchemy import DateTime, FromClause, MetaData, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.mutable import MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,6 +40,18 @@ KEY_RULES: dict[str, FieldRule] = {
     "brand": partial(canonical_key, max_length=BRAND_LENGTH),
     "group_name": partial(canonical_key, max_length=GROUP_NAME_LENGTH),
 }
+
+
+class KeyedModel(Protocol):
+    """What the write and read helpers need of a model: its table, rules and natural key.
+
+    `BrandGroup` and `Model` are KeyedModels; helpers take `type[KeyedModel]` (or a type
+    variable bound to it), so a third table would need no change to them.
+    """
+
+    __table__: ClassVar[FromClause]
+    field_rules: ClassVar[Mapping[str, FieldRule]]
+    natural_key: ClassVar[tuple[str, ...]]
 
 
 class Base(DeclarativeBase):

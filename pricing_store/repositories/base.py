@@ -6,11 +6,11 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, inspect, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pricing_store.errors import InvalidValueError, host_and_database, translated
-from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import KeyedModel
 from pricing_store.repositories.bulk import DEFAULT_BATCH_SIZE, UpsertResult, bulk_upsert
 from pricing_store.repositories.driver import fetch_row
 from pricing_store.repositories.loading import as_loaded
@@ -20,18 +20,20 @@ from pricing_store.repositories.statements import (
     RowStatement,
     find_by_key,
     insert_or_select,
+    newest_first,
+    table_of,
     upsert_returning_row,
 )
 from pricing_store.validation import non_negative_int
 
-ModelT = TypeVar("ModelT", BrandGroup, Model)
+ModelT = TypeVar("ModelT", bound=KeyedModel)
 Generate: TypeAlias = Callable[[], Awaitable[Any]]
 
 
 class Repository(Generic[ModelT]):
     """Data access for one model inside the caller's session: flushes, never commits."""
 
-    model_type: ClassVar[type[BrandGroup | Model]]
+    model_type: ClassVar[type[KeyedModel]]
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -126,7 +128,7 @@ class Repository(Generic[ModelT]):
         """
         statement = (
             select(self.model_type)
-            .order_by(self.model_type.created_at.desc(), self.model_type.id.desc())
+            .order_by(*newest_first(self.model_type))
             .limit(non_negative_int("limit", limit))
             .offset(non_negative_int("offset", offset))
         )
@@ -147,16 +149,17 @@ class Repository(Generic[ModelT]):
         if non_negative_int("limit", limit) == 0:
             raise InvalidValueError("limit", "must be at least 1")
         model = self.model_type
-        statement = select(model).order_by(model.created_at.desc(), model.id.desc())
+        columns = table_of(model).c
+        statement = select(model).order_by(*newest_first(model))
         if after is not None:
             statement = statement.where(
-                tuple_(model.created_at, model.id) < tuple_(*decode_cursor(after))
+                tuple_(columns.created_at, columns.id) < tuple_(*decode_cursor(after))
             )
         rows: list[ModelT] = list(await self.session.scalars(statement.limit(limit + 1)))
         if len(rows) <= limit:
             return Page(rows, None)
-        last = rows[limit - 1]
-        return Page(rows[:limit], encode_cursor(last.created_at, last.id))
+        last: dict[str, Any] = inspect(rows[limit - 1]).dict  # its loaded values
+        return Page(rows[:limit], encode_cursor(last["created_at"], last["id"]))
 
     async def iter_all(self, *, batch_size: int = 1_000) -> AsyncIterator[ModelT]:
         """Yield every row, newest first, reading `batch_size` rows per query (keyset pages).
@@ -243,6 +246,6 @@ class Repository(Generic[ModelT]):
 
     def _lock_id(self, key: Mapping[str, str]) -> int:
         """Derive a signed 64-bit advisory lock number from the table and key."""
-        text = "\x00".join([self.model_type.__tablename__, *key.values()])
+        text = "\x00".join([table_of(self.model_type).name, *key.values()])
         digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big", signed=True)

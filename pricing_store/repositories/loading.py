@@ -11,14 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from pricing_store.models import BrandGroup, Model
-from pricing_store.models.base import StringList
+from pricing_store.models.base import KeyedModel, StringList
 from pricing_store.repositories.statements import table_of
 
 
-def as_loaded(
-    session: AsyncSession, model_type: type[BrandGroup | Model], row: Sequence[Any]
-) -> Any:
+def as_loaded(session: AsyncSession, model_type: type[KeyedModel], row: Sequence[Any]) -> Any:
     """Return the session's object for `row` (whole, in table order), holding its values.
 
     The object the session already has for that primary key is refreshed; otherwise a new
@@ -47,6 +44,6 @@ def as_loaded(
 
 
 @cache
-def column_keys(model_type: type[BrandGroup | Model]) -> tuple[str, ...]:
+def column_keys(model_type: type[KeyedModel]) -> tuple[str, ...]:
     """The attribute names of the model's columns, in table order."""
     return tuple(column.key for column in table_of(model_type).columns)

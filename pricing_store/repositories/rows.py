@@ -10,13 +10,14 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import InstanceState
 
 from pricing_store.errors import InvalidValueError
-from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import KeyedModel
 
-Item: TypeAlias = BrandGroup | Model | Mapping[str, Any]
+# A model object or a mapping of column names.
+Item: TypeAlias = KeyedModel | Mapping[str, Any]
 
 
 def item_values(
-    model_type: type[BrandGroup | Model], item: object, *, key: Mapping[str, str] | None = None
+    model_type: type[KeyedModel], item: object, *, key: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Return the canonical values of the columns `item` sets.
 
@@ -52,7 +53,7 @@ def item_values(
 
 
 @cache
-def required_fields(model_type: type[BrandGroup | Model]) -> tuple[str, ...]:
+def required_fields(model_type: type[KeyedModel]) -> tuple[str, ...]:
     """List the writable columns that have no database default."""
     columns = model_type.__table__.columns
     return tuple(field for field in model_type.field_rules if columns[field].server_default is None)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, select
+from sqlalchemy import ColumnElement, Select, Table, UniqueConstraint, bindparam, select
 
-from pricing_store.models import BrandGroup, Model
+from pricing_store.models.base import KeyedModel
 
-ModelType = type[BrandGroup] | type[Model]
+ModelType = type[KeyedModel]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,23 @@ def table_of(model_type: ModelType) -> Table:
 
 
 @cache
+def key_constraint(model_type: ModelType) -> str:
+    """The name of the table's unique constraint on its natural key (declared once, there)."""
+    for constraint in table_of(model_type).constraints:
+        if not isinstance(constraint, UniqueConstraint):
+            continue
+        if tuple(column.name for column in constraint.columns) == model_type.natural_key:
+            return str(constraint.name)
+    raise LookupError(f"{table_of(model_type).name} has no unique constraint on its natural key")
+
+
+def newest_first(model_type: ModelType) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """The order of pages: newest first, ending in the unique id so that no two rows tie."""
+    columns = table_of(model_type).c
+    return columns.created_at.desc(), columns.id.desc()
+
+
+@cache
 def find_by_key(model_type: ModelType) -> Select[Any]:
     """Select the row whose natural key equals the bound parameters named after its columns.
 
@@ -79,7 +96,7 @@ def on_conflict_update(model_type: ModelType) -> str:
     """
     fields = updatable_fields(model_type)
     return (
-        f"ON CONFLICT ON CONSTRAINT {model_type.natural_key_constraint} DO UPDATE "
+        f"ON CONFLICT ON CONSTRAINT {key_constraint(model_type)} DO UPDATE "
         f"SET {joined(f'{field} = excluded.{field}' for field in fields)}, updated_at = now() "
         f"WHERE ({joined(f'target.{field}' for field in fields)}) "
         f"IS DISTINCT FROM ({joined(f'excluded.{field}' for field in fields)})"
@@ -117,7 +134,7 @@ def insert_or_select(model_type: ModelType, fields: frozenset[str]) -> RowStatem
     sql = f"""
         WITH inserted AS (
             {insert_values(model_type, given)}
-            ON CONFLICT ON CONSTRAINT {model_type.natural_key_constraint} DO NOTHING
+            ON CONFLICT ON CONSTRAINT {key_constraint(model_type)} DO NOTHING
             RETURNING {everything}
         )
         SELECT {everything}, true FROM inserted
