@@ -207,6 +207,14 @@ async def bench_reads(url: URL) -> list[Line]:
 async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
     """32 tasks sharing 10 connections."""
     pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=POOL, max_size=POOL)
+
+    async def no_reset(connection: Any) -> None:
+        """Nothing to reset: lookups leave no session state behind."""
+
+    # asyncpg's own pool without its per-release reset: what ReadPool would be replaced by.
+    unreset = await asyncpg.create_pool(
+        asyncpg_dsn(url), min_size=POOL, max_size=POOL, reset=no_reset
+    )
     lookup = PricingLookup(engine, pool_size=POOL)
     await lookup.start()
 
@@ -220,6 +228,12 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
     async def raw_pool() -> None:
         await asyncio.gather(*(task_gets(pool_fetchrow) for _ in range(TASKS)))
 
+    async def unreset_fetchrow(*key: str) -> Any:
+        return await unreset.fetchrow(GET_SQL, *key)
+
+    async def unreset_pool() -> None:
+        await asyncio.gather(*(task_gets(unreset_fetchrow) for _ in range(TASKS)))
+
     async def lookups() -> None:
         await asyncio.gather(*(task_gets(lookup.get) for _ in range(TASKS)))
 
@@ -229,12 +243,14 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
         "calls/s",
         [
             ("asyncpg pool fetchrow", work, nothing, raw_pool),
+            ("asyncpg pool fetchrow, no reset", work, nothing, unreset_pool),
             ("PricingLookup.get", work, nothing, lookups),
         ],
         rounds=ROUNDS,
     )
     await lookup.close()
     await pool.close()
+    await unreset.close()
     return lines
 
 

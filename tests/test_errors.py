@@ -146,3 +146,15 @@ async def test_an_unknown_database_or_role_is_unavailable(engine: AsyncEngine, w
         await bad.dispose()
     assert "sqlalchemy" not in str(raised.value)
     assert raised.value.__cause__ is not None
+
+
+async def test_a_lookup_waits_for_a_busy_read_connection_only_so_long(engine: AsyncEngine) -> None:
+    async with PricingLookup(engine, pool_size=1, pool_timeout=0.2) as lookup:
+        pool = lookup._pool
+        assert pool is not None
+        busy = asyncio.create_task(pool.fetch("SELECT pg_sleep(1)"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(DatabaseTimeoutError, match=r"no read connection free within 0.2 s"):
+            await lookup.get("Levi's", "jeans")
+        await busy
+        assert await lookup.get("Levi's", "jeans") is None  # free again

