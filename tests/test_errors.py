@@ -152,7 +152,7 @@ async def test_a_lookup_waits_for_a_busy_read_connection_only_so_long(engine: As
     async with PricingLookup(engine, pool_size=1, pool_timeout=0.2) as lookup:
         pool = lookup._pool
         assert pool is not None
-        busy = asyncio.create_task(pool.fetch("SELECT pg_sleep(1)"))
+        busy = asyncio.ensure_future(pool.fetch("SELECT pg_sleep(1)"))
         await asyncio.sleep(0.1)
         with pytest.raises(DatabaseTimeoutError, match=r"no read connection free within 0.2 s"):
             await lookup.get("Levi's", "jeans")
