@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from pricing_store.db import create_engine
+from pricing_store.ops import alembic_config as alembic_config_of_package
 from pricing_store.ops.drift import schema_differences
 from tests.conftest import ROOT, alembic_config
 from tests.provision import asyncpg_dsn
@@ -458,3 +459,21 @@ async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
     assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
         (SEED_TABLES,)
     ]
+
+
+async def test_the_packages_alembic_config_works_from_any_directory(
+    empty_database: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no alembic.ini here
+    engine = create_engine(empty_database, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+
+            def upgrade(sync_connection: Connection) -> None:
+                command.upgrade(alembic_config_of_package(connection=sync_connection), "head")
+
+            await connection.run_sync(upgrade)
+    finally:
+        await engine.dispose()
+
+    assert await tables_in(empty_database, "public") == TABLES_AT_HEAD
