@@ -51,14 +51,14 @@ class ReadPool:
         self._idle: list[Any] = []
         self._free = asyncio.Semaphore(size)
 
-    # Plain functions returning the read's coroutine: one frame less on the lookups' path.
-    def fetch(self, sql: str, *arguments: Any) -> Awaitable[Sequence[Any]]:
+    async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
         """Run a read and return its rows; retried once on a fresh connection if it was lost."""
-        return self._read("fetch", sql, arguments)
+        rows: Sequence[Any] = await self._read("fetch", sql, arguments)
+        return rows
 
-    def fetchrow(self, sql: str, *arguments: Any) -> Awaitable[Any]:
+    async def fetchrow(self, sql: str, *arguments: Any) -> Any:
         """Run a read and return its first row, or None; the server stops at that row."""
-        return self._read("fetchrow", sql, arguments)
+        return await self._read("fetchrow", sql, arguments)
 
     async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
         if self._free.locked():  # every connection busy: wait, but not for ever

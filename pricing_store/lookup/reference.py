@@ -42,7 +42,9 @@ REFERENCE_COLUMNS = """
     bg.expected_origins, bg.expected_decades, bg.expected_trends,
     m.coefficient, m.expected_features
 """
-# How many distinct JSON lists to keep parsed (a few MB at most).
+# How many distinct JSON lists to keep parsed (a few MB at most). Parsing each list once
+# saves about 0.8 µs a list, three or four a row: some 20% of a key's share of get_many's
+# batch on `make bench`, and 2% of an uncached get.
 PARSED_LISTS = 16_384
 
 
