@@ -1,8 +1,9 @@
 """PricingLookup: the read path of the pricing algorithm, one round trip per item or batch.
 
 It reads with asyncpg directly, on connections of its own opened from the engine's URL
-(pass a replica's engine to read from a replica), and can keep a cache that every
-committed change, from any client, empties within moments (see `cache`).
+(pass a replica's engine to read from a replica), and can keep a cache from which every
+committed change, from any client, evicts what it changed within moments (see `cache`).
+`get_or_generate` stores what a generator makes for a missing key (see `generation`).
 """
 
 from __future__ import annotations
