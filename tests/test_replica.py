@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,6 @@ async def test_a_missing_key_is_not_cached_as_missing_while_the_standby_lags(
     on_standby = await asyncpg.connect(asyncpg_dsn(standby.url))
     await replayed_up_to_now(primary, on_standby)
     primary_engine, standby_engine = create_engine(own_database), create_engine(standby.url)
-    check: Callable[[], Any]
     try:
         async with PricingLookup(
             standby_engine, listen_to=primary_engine, cache_size=100
@@ -126,8 +125,7 @@ async def test_a_missing_key_is_not_cached_as_missing_while_the_standby_lags(
             async def found() -> bool:
                 return await lookup.get("Zara", "dresses") is not None
 
-            check = found
-            assert await eventually(check) < 1.0
+            assert await eventually(found) < 1.0
     finally:
         await on_standby.close()
         await primary_engine.dispose()
