@@ -1,9 +1,10 @@
 """Alembic environment: sync revisions over an async asyncpg engine.
 
 The URL comes from DATABASE_URL. A caller may instead put a `Connection`, `AsyncConnection`,
-`Engine` or `AsyncEngine` in `config.attributes["connection"]` (connection sharing, as tests
-and pytest-alembic do). `alembic_version` always lives in `public`, whatever the role's
-`search_path`.
+`Engine` or `AsyncEngine` in `config.attributes["connection"]` (connection sharing, as tests,
+pytest-alembic and `pricing_store.ops.upgrade` do). The revisions are recorded in the
+package's own `public.pricing_store_alembic_version`, whatever the role's `search_path`, so a
+host application's `alembic_version` beside it is never read or written.
 """
 
 import asyncio
@@ -19,10 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing_store.db import create_engine
 from pricing_store.models import Base
-from pricing_store.ops.drift import COMPARE_OPTIONS
-from pricing_store.ops.migrating import blocked_message, serialise_and_bound
+from pricing_store.ops.drift import compare_options
+from pricing_store.ops.migrating import (
+    blocked_message,
+    carry_over_version,
+    drop_version_table_if_empty,
+    refuse_removal_if_referenced,
+    serialise_and_bound,
+)
+from pricing_store.ops.owned import MODEL_TABLES, SCHEMA, VERSION_TABLE
 
-SCHEMA = "public"
 config = context.config
 
 # A caller that drives Alembic from Python (tests) keeps its own logging set-up.
@@ -31,8 +38,8 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 CONFIGURE_OPTIONS: dict[str, Any] = {
     "target_metadata": Base.metadata,
+    "version_table": VERSION_TABLE,
     "version_table_schema": SCHEMA,
-    **COMPARE_OPTIONS,
 }
 
 
@@ -47,11 +54,18 @@ def run_migrations(connection: Connection) -> None:
     """Run the revisions on a sync connection (inside `run_sync` for async drivers).
 
     One migrator at a time, each table lock waited for at most lock_timeout (see
-    pricing_store.ops.migrating).
+    pricing_store.ops.migrating). A revision an earlier version of the package recorded in
+    a shared `alembic_version` is carried over first. Going back to base removes the
+    version table too, and is refused while another table's foreign key needs ours.
     """
-    context.configure(connection=connection, **CONFIGURE_OPTIONS)
+    context.configure(connection=connection, **CONFIGURE_OPTIONS, **compare_options(connection))
     with context.begin_transaction():
         serialise_and_bound(connection)
+        carry_over_version(
+            connection, {script.revision for script in context.script.walk_revisions()}
+        )
+        if removing_everything():
+            refuse_removal_if_referenced(connection, MODEL_TABLES)
         try:
             context.run_migrations()
         except DBAPIError as error:
@@ -59,6 +73,15 @@ def run_migrations(connection: Connection) -> None:
             if message is None:
                 raise
             raise CommandError(message) from error
+        drop_version_table_if_empty(connection)
+
+
+def removing_everything() -> bool:
+    """Whether this run goes down to base (the destination of `downgrade base` is None)."""
+    try:
+        return context.get_revision_argument() is None
+    except KeyError:  # a command with no destination (autogenerate, check)
+        return False
 
 
 async def run_async_migrations(engine: AsyncEngine) -> None:

@@ -69,7 +69,9 @@ class SchemaNotMigratedError(PricingStoreError):
     """A table the package needs does not exist: the migrations have not been run."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(f'{detail}: the database is not migrated (run "make migrate")')
+        from pricing_store.checkout import migrate_command
+
+        super().__init__(f'{detail}: the database is not migrated (run "{migrate_command()}")')
 
 
 class DatabaseTimeoutError(PricingStoreError, TimeoutError):

@@ -37,7 +37,7 @@ REVISIONS = [
 HEAD = REVISIONS[-1]
 LEASES = "5a9e3c71b2d4"
 TABLES_AT_HEAD = {
-    "alembic_version",
+    "pricing_store_alembic_version",
     "brand_groups",
     "models",
     "pricing_store_generation_leases",
@@ -202,10 +202,13 @@ async def test_downgrade_one_step_drops_models_only_and_base_drops_both(
     run_alembic(empty_database, "upgrade", SEED_TABLES)
 
     run_alembic(empty_database, "downgrade", "-1")
-    assert await tables_in(empty_database, "public") == {"alembic_version", "brand_groups"}
+    assert await tables_in(empty_database, "public") == {
+        "pricing_store_alembic_version",
+        "brand_groups",
+    }
 
     run_alembic(empty_database, "downgrade", "base")
-    assert await tables_in(empty_database, "public") == {"alembic_version"}
+    assert await tables_in(empty_database, "public") == set()  # its version table too
 
     run_alembic(empty_database, "upgrade", "head")
     assert await tables_in(empty_database, "public") == TABLES_AT_HEAD
@@ -268,7 +271,7 @@ async def test_revisions_are_idempotent(empty_database: URL, run_alembic: RunAle
     run_alembic(empty_database, "upgrade", "head")
 
     assert await fetch(empty_database, "SELECT brand FROM public.brand_groups") == [("Levi's",)]
-    assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
+    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
         (HEAD,)
     ]
 
@@ -320,12 +323,12 @@ def test_offline_mode_prints_the_sql_without_a_database(
     command.upgrade(alembic_config(), "head", sql=True)
 
     sql = capsys.readouterr().out
-    assert "CREATE TABLE public.alembic_version" in sql
+    assert "CREATE TABLE public.pricing_store_alembic_version" in sql
     assert "CREATE TABLE IF NOT EXISTS public.brand_groups" in sql
     assert (
         "CREATE INDEX IF NOT EXISTS idx_models_created_at ON public.models(created_at DESC)" in sql
     )
-    assert "INSERT INTO public.alembic_version (version_num) VALUES ('3f1c2a9b7d10')" in sql
+    assert "INSERT INTO public.pricing_store_alembic_version (version_num) VALUES ('3f1c2a9b7d10')" in sql
 
 
 def upgrade_with(connectable: object) -> Callable[[Connection], None]:
@@ -426,7 +429,7 @@ async def test_migrators_started_together_apply_each_revision_once(empty_databas
     applied = "".join(stderr for _, stderr in outputs)
     for revision in REVISIONS:
         assert applied.count(f"-> {revision}") == 1
-    assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
+    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
         (HEAD,)
     ]
 
@@ -456,7 +459,7 @@ async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
     )
     assert "Traceback" not in stderr
     assert waited < 30
-    assert await fetch(empty_database, "SELECT version_num FROM public.alembic_version") == [
+    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
         (SEED_TABLES,)
     ]
 

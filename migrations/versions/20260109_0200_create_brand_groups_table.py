@@ -8,8 +8,10 @@ Create Date: 2026-01-09 02:00:00+00:00
 import sys
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
 from sqlalchemy import text
+
+from pricing_store.ops.migrating import refuse_removal_if_referenced
 
 revision: str = "3f1c2a9b7d10"
 down_revision: str | None = None
@@ -54,6 +56,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if not context.is_offline_mode():
+        refuse_removal_if_referenced(op.get_bind(), ["brand_groups"])
     for statement in DOWNGRADE_STATEMENTS:
         op.execute(text(statement))
     print("public.brand_groups: dropped", file=sys.stderr)

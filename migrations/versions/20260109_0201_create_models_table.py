@@ -8,8 +8,10 @@ Create Date: 2026-01-09 02:01:00+00:00
 import sys
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
 from sqlalchemy import text
+
+from pricing_store.ops.migrating import refuse_removal_if_referenced
 
 revision: str = "8e4d5b6c2a31"
 down_revision: str | None = "3f1c2a9b7d10"
@@ -50,6 +52,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if not context.is_offline_mode():
+        refuse_removal_if_referenced(op.get_bind(), ["models"])
     for statement in DOWNGRADE_STATEMENTS:
         op.execute(text(statement))
     print("public.models: dropped", file=sys.stderr)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pricing_store.checkout import migrate_command
 from pricing_store.ops.drift import schema_differences
-from pricing_store.ops.migrating import alembic_config
+from pricing_store.ops.migrating import applied_revisions, head_revisions
 
 STATS_SQL = {
     "brand_groups": "SELECT count(*) FROM public.brand_groups",
@@ -27,7 +27,6 @@ PRICES_BY_GROUP_SQL = """
     SELECT group_name, count(*), min(base_price), max(base_price)
     FROM public.brand_groups GROUP BY group_name ORDER BY group_name
 """
-VERSION_SQL = "SELECT version_num FROM public.alembic_version"
 
 
 async def stats(engine: AsyncEngine) -> dict[str, Any]:
@@ -46,13 +45,9 @@ async def stats(engine: AsyncEngine) -> dict[str, Any]:
 
 async def problems(engine: AsyncEngine) -> list[str]:
     """Readable differences from the models and the migration head; empty when none."""
-    heads = set(ScriptDirectory.from_config(alembic_config(None)).get_heads())
+    heads = head_revisions()
     async with engine.connect() as connection:
-        try:
-            applied = set((await connection.scalars(text(VERSION_SQL))).all())
-        except Exception:
-            applied = set()
-            await connection.rollback()
+        applied = await connection.run_sync(applied_revisions)
         differences = await connection.run_sync(schema_differences)
     found = [
         f"schema differs from the models: {describe(difference)}" for difference in differences
@@ -60,7 +55,7 @@ async def problems(engine: AsyncEngine) -> list[str]:
     if applied != heads:
         found.append(
             f"migrations: database at {', '.join(sorted(applied)) or 'none'}, "
-            f"head is {', '.join(sorted(heads))} (run make migrate)"
+            f"head is {', '.join(sorted(heads))} (run {migrate_command()})"
         )
     return found
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from pricing_store.checkout import CHECKOUT
 from pricing_store.errors import PricingStoreError
-from pricing_store.ops.migrating import CHECKOUT
 
 DATABASE_NAME = "pricing_store"
 

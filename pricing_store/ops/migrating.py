@@ -7,18 +7,25 @@ fails with a clear message rather than queueing every other query behind its own
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic import context as alembic_context
+from alembic import op as alembic_op
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from pricing_store.checkout import CHECKOUT
 from pricing_store.errors import PricingStoreError
+from pricing_store.ops.owned import SCHEMA, VERSION_TABLE
 
-# The project checkout this package runs from, when it runs from one (an editable install).
-CHECKOUT = Path(__file__).resolve().parents[2]
 # Where the wheel puts the revisions (see pyproject.toml).
 PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -30,6 +37,8 @@ DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
+# Where an earlier version of the package recorded its revisions, sharing it with any host.
+SHARED_VERSION_TABLE = "alembic_version"
 
 
 def timeouts() -> tuple[str, str]:
@@ -101,3 +110,140 @@ def alembic_config(url: str | None = None, **attributes: Any) -> Config:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes.update(attributes)
     return config
+
+
+QUALIFIED_VERSION_TABLE = f"{SCHEMA}.{VERSION_TABLE}"
+# The same table Alembic would create, made here when a shared table's row is carried over.
+CREATE_VERSION_TABLE = (
+    f"CREATE TABLE {QUALIFIED_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+    f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+)
+# Foreign keys of other tables (a host's) that point at one of the package's tables.
+REFERENCING_SQL = """
+    SELECT conname, conrelid::regclass::text FROM pg_constraint
+    WHERE contype = 'f' AND confrelid = to_regclass(:table) AND conrelid <> confrelid
+    ORDER BY conname
+"""
+
+
+def exists(connection: Connection, qualified_name: str) -> bool:
+    """Whether a table (or other relation) of that schema-qualified name exists."""
+    found = connection.scalar(text("SELECT to_regclass(:name)"), {"name": qualified_name})
+    return found is not None
+
+
+def applied_revisions(connection: Connection) -> set[str]:
+    """The package's revisions recorded in its own version table; empty before any."""
+    if not exists(connection, QUALIFIED_VERSION_TABLE):
+        return set()
+    return set(connection.scalars(text(f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}")))
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The package's head revision (one, unless its history ever branches)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def carry_over_version(connection: Connection, revisions: set[str]) -> None:
+    """Move the package's revision out of a shared `public.alembic_version` into its own table.
+
+    An earlier version of the package recorded it there, beside any host's. Only rows naming
+    one of the package's `revisions` move; the shared table is dropped only when nothing
+    else was in it (the package had made it).
+    """
+    shared = f"{SCHEMA}.{SHARED_VERSION_TABLE}"
+    if exists(connection, QUALIFIED_VERSION_TABLE) or not exists(connection, shared):
+        return
+    recorded = list(connection.scalars(text(f"SELECT version_num FROM {shared}")))
+    ours = [revision for revision in recorded if revision in revisions]
+    if not ours:
+        return
+    connection.execute(text(CREATE_VERSION_TABLE))
+    connection.execute(
+        text(f"INSERT INTO {QUALIFIED_VERSION_TABLE} (version_num) VALUES (:revision)"),
+        [{"revision": revision} for revision in ours],
+    )
+    if len(ours) == len(recorded):
+        connection.execute(text(f"DROP TABLE {shared}"))
+    else:
+        connection.execute(
+            text(f"DELETE FROM {shared} WHERE version_num = ANY(:ours)"), {"ours": ours}
+        )
+
+
+def drop_version_table_if_empty(connection: Connection) -> None:
+    """After a downgrade to base: the package leaves no version table of its own behind."""
+    if exists(connection, QUALIFIED_VERSION_TABLE) and not applied_revisions(connection):
+        connection.execute(text(f"DROP TABLE {QUALIFIED_VERSION_TABLE}"))
+
+
+def refuse_removal_if_referenced(connection: Connection, tables: Iterable[str]) -> None:
+    """Refuse to drop a table of the package that another table's foreign key points at.
+
+    Raises:
+        PricingStoreError: naming every such constraint, in one line; nothing is dropped.
+    """
+    found = [
+        f"{constraint} on {owner} references {SCHEMA}.{table}"
+        for table in tables
+        for constraint, owner in connection.execute(
+            text(REFERENCING_SQL), {"table": f"{SCHEMA}.{table}"}
+        )
+    ]
+    if found:
+        raise PricingStoreError(
+            f"not removed: foreign key {'; '.join(found)}; drop it first (nothing was changed)"
+        )
+
+
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Bring the package's tables in `public` to `revision` on the caller's connection.
+
+    Made for a host application's env.py (a sync `Connection`, as inside `run_sync`): call
+    it in every pass, tenant passes included. When `public` is already at head it runs one
+    catalog query and takes no lock; otherwise it runs the revisions exactly as
+    `pricing-store migrate` does (one migrator at a time, bounded lock and statement
+    timeouts), recording them in `public.pricing_store_alembic_version`. It commits nothing:
+    the caller's transaction does, and the caller's `search_path`, timeouts and Alembic
+    context are as they were afterwards.
+
+    Raises:
+        alembic.util.CommandError: if a lock or statement timeout stopped the migration.
+    """
+    if revision == "head" and applied_revisions(connection) == head_revisions():
+        return
+    with kept_alembic_proxies(), kept_timeouts(connection):
+        command.upgrade(alembic_config(connection=connection, configure_logger=False), revision)
+
+
+@contextlib.contextmanager
+def kept_alembic_proxies() -> Iterator[None]:
+    """Put back the caller's `alembic.context` and `alembic.op` after a nested Alembic run.
+
+    Alembic keeps the running environment in module globals, which a nested command
+    clears on its way out; a host's env.py calling `upgrade` needs its own afterwards.
+    """
+    saved = [vars(module).get("_proxy") for module in (alembic_context, alembic_op)]
+    try:
+        yield
+    finally:
+        for proxy in saved:
+            if proxy is not None:
+                proxy._install_proxy()
+
+
+@contextlib.contextmanager
+def kept_timeouts(connection: Connection) -> Iterator[None]:
+    """Restore the transaction's lock and statement timeouts that the migration set."""
+    before = connection.execute(
+        text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+    ).one()
+    yield
+    connection.execute(
+        text(
+            "SELECT set_config('lock_timeout', :lock, true), "
+            "set_config('statement_timeout', :run, true)"
+        ),
+        {"lock": before[0], "run": before[1]},
+    )

@@ -18,11 +18,11 @@ BEGIN
 END
 $$;
 
--- The owner creates tables and Alembic's version table in public.
+-- The owner creates the tables and the package's own version table in public.
 GRANT USAGE, CREATE ON SCHEMA public TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.brand_groups OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.models OWNER TO pricing_store_owner;
-ALTER TABLE IF EXISTS public.alembic_version OWNER TO pricing_store_owner;
+ALTER TABLE IF EXISTS public.pricing_store_alembic_version OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.pricing_store_generation_leases OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.pricing_store_change_sequence OWNER TO pricing_store_owner;
 ALTER FUNCTION public.pricing_store_notify_change() OWNER TO pricing_store_owner;
