@@ -7,7 +7,7 @@ import os
 import re
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from pricing_store.errors import (
     DatabaseUnavailableError,
@@ -204,6 +205,40 @@ URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s@]*)(@)", re.
 def hide_passwords(text: str) -> str:
     """The text with the password of every URL in it replaced by `***`, nothing else changed."""
     return URL_PASSWORD.sub(r"\1***\3", text)
+
+
+def driver_connector(engine: AsyncEngine) -> Callable[[], Awaitable[Any]]:
+    """Open asyncpg connections outside the engine's pool, exactly as the engine connects.
+
+    A pool of the engine's own kind and settings, but of its own (`Pool.recreate`), makes
+    each connection: the engine's URL, `connect_args`, `async_creator` and connect events
+    all apply, and the engine's pool is never drawn from. Each connection is detached at
+    once and belongs to the caller, who closes it.
+
+    Raises:
+        DatabaseUnavailableError: from the returned function, if the server cannot be
+            reached or refuses the login.
+    """
+    pool = engine.sync_engine.pool.recreate()
+    where = settings_of(engine).where()
+
+    async def connect() -> Any:
+        try:
+            proxied = await greenlet_spawn(pool.connect)
+        except DatabaseUnavailableError:
+            raise
+        except Exception as error:
+            refused = translate(error, where)
+            if isinstance(refused, DatabaseUnavailableError):
+                raise refused from error
+            if isinstance(error, OSError):
+                raise DatabaseUnavailableError(where, first_line(error)) from error
+            raise
+        driver = proxied.driver_connection
+        proxied.detach()
+        return driver
+
+    return connect
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import sys
 
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.pool import NullPool
+
 from pricing_store.cli.importer import TABLES
 from pricing_store.cli.records import RecordWriter
-from pricing_store.db import driver_settings, log_statement
-from pricing_store.lookup.pricing_lookup import connect
+from pricing_store.db import create_engine, driver_connector, log_statement
 
 EXPORT_PAGE = 5_000
 
 
 def page_sql(table: str, fields: list[str], *, after: bool) -> str:
-    """A page of the table's rows, newest first, after the row `($2, $3)` names if `after`."""
+    """A page of the table's rows, newest first, after the row `($2, $3)` names if `after`.
+
+    JSONB lists are read as their JSON text, written as they are.
+    """
+    columns = TABLES[table].__table__.c
+    selected = [
+        f"{field}::text" if isinstance(columns[field].type, JSONB) else field for field in fields
+    ]
     keyset = "WHERE (created_at, id) < ($2, $3) " if after else ""
     return (
-        f"SELECT {', '.join(fields)}, created_at, id FROM public.{table} {keyset}"
+        f"SELECT {', '.join(selected)}, created_at, id FROM public.{table} {keyset}"
         "ORDER BY created_at DESC, id DESC LIMIT $1"
     )
 
@@ -32,9 +41,9 @@ async def export_table(url: str, table: str, file_format: str) -> None:
         DatabaseUnavailableError: if the server cannot be reached.
     """
     fields = list(TABLES[table].field_rules)
-    connection = await connect(driver_settings(url))
+    engine = create_engine(url, poolclass=NullPool)
+    connection = await driver_connector(engine)()
     try:
-        # JSONB lists arrive as their JSON text (the driver's default), written as they are.
         writer = RecordWriter(sys.stdout, file_format, fields)
         first, following = page_sql(table, fields, after=False), page_sql(table, fields, after=True)
         log_statement(first, (EXPORT_PAGE,))
@@ -48,3 +57,4 @@ async def export_table(url: str, table: str, file_format: str) -> None:
             rows = await connection.fetch(following, EXPORT_PAGE, last["created_at"], last["id"])
     finally:
         await connection.close()
+        await engine.dispose()

@@ -14,16 +14,10 @@ from functools import lru_cache
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.db import UNREACHABLE, DriverSettings, settings_of
-from pricing_store.errors import (
-    DatabaseUnavailableError,
-    InvalidValueError,
-    first_line,
-    translate,
-)
+from pricing_store.db import DriverSettings, driver_connector, settings_of
+from pricing_store.errors import InvalidValueError, raise_translated
 from pricing_store.lookup.cache import ChangeListener, Key, ReferenceCache, Token
 from pricing_store.lookup.connections import DEFAULT_TIMEOUT, ReadPool
 from pricing_store.lookup.generation import (
@@ -34,6 +28,7 @@ from pricing_store.lookup.generation import (
     PriceGenerator,
     checked_generator,
 )
+from pricing_store.lookup.prerequisites import require_schema
 from pricing_store.lookup.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
 from pricing_store.lookup.stats import LookupStats
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
@@ -45,13 +40,14 @@ DEFAULT_GENERATION_TIMEOUT = 120.0
 DEFAULT_MAX_GENERATIONS = 100
 # Connections for generation's short statements on the primary, when reads go elsewhere.
 GENERATION_POOL_SIZE = 3
-SERVER_SETTINGS = {
-    # Named, so operators can tell the lookup's connections apart in pg_stat_activity.
-    "application_name": "pricing_store lookup",
-    # The lookups are key equalities: one generic plan serves every key, and planning
-    # afresh for each call (custom plans) costs more than running the query.
-    "plan_cache_mode": "force_generic_plan",
-}
+# Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
+# the engine names its own). The lookups are key equalities: one generic plan serves every
+# key, and planning afresh for each call (custom plans) costs more than running the query.
+PREPARE_FOR_LOOKUPS_SQL = """
+    SELECT set_config('application_name', coalesce(
+               nullif(current_setting('application_name'), ''), 'pricing_store lookup'), false),
+           set_config('plan_cache_mode', 'force_generic_plan', false)
+"""
 MISSING = object()
 NO_HITS: Mapping[Any, PriceReference | None] = MappingProxyType({})
 # How many keys' canonical forms to remember (about 400 bytes each; see `remembered_key`).
@@ -134,6 +130,7 @@ class PricingLookup:
                 "bind", "must be an AsyncEngine or a session factory bound to one"
             )
         self._settings = settings_of(engine)
+        self._open_read = driver_connector(engine)
         size = getattr(engine.pool, "size", lambda: DEFAULT_POOL_SIZE)()
         self._pool_size = non_negative_int(
             "pool_size", pool_size if pool_size is not None else size
@@ -143,6 +140,7 @@ class PricingLookup:
         self._pool_timeout = positive_seconds("pool_timeout", pool_timeout)
         cache_size = non_negative_int("cache_size", cache_size)
         self._listen_settings = settings_of(listen_to) if listen_to else self._settings
+        self._open_primary = driver_connector(listen_to) if listen_to else self._open_read
         if cache_size and self._listen_settings.pgbouncer:
             raise InvalidValueError(
                 "cache_size",
@@ -185,15 +183,21 @@ class PricingLookup:
         await self.close()
 
     async def start(self) -> None:
-        """Get ready to read; with a cache, return only once changes are being listened to."""
+        """Get ready to read; with a cache, return only once changes are being listened to.
+
+        Raises:
+            SchemaNotMigratedError: with a cache or a generator, if the database lacks the
+                change triggers or the lease table they need (naming what is missing).
+            DatabaseUnavailableError: if the server cannot be reached.
+        """
         if self._pool is None:
-            self._pool = ReadPool(
+            pool = ReadPool(
                 self._connect,
                 self._pool_size,
                 where=self._settings.where(),
                 timeout=self._pool_timeout,
             )
-            self._primary = (
+            primary = (
                 ReadPool(
                     self._connect_primary,
                     GENERATION_POOL_SIZE,
@@ -201,12 +205,23 @@ class PricingLookup:
                     timeout=self._pool_timeout,
                 )
                 if self._on_standby
-                else self._pool
+                else pool
             )
+            if self._cache is not None or self._generator is not None:
+                try:
+                    await require_schema(
+                        primary,
+                        triggers=self._cache is not None,
+                        leases=self._generator is not None,
+                    )
+                except BaseException:
+                    await asyncio.gather(pool.close(), primary.close())
+                    raise
+            self._pool, self._primary = pool, primary
             if self._generator is not None:
                 self._generations = Generations(
                     self._generator,
-                    self._primary,
+                    primary,
                     timeout=self._generation_timeout,
                     limit=self._max_generations,
                 )
@@ -406,33 +421,30 @@ class PricingLookup:
         return self._pool
 
     async def _connect(self) -> Any:
-        return await connect(self._settings)
+        return await prepared_for_lookups(await self._open_read(), self._settings)
 
     async def _connect_primary(self) -> Any:
-        return await connect(self._listen_settings)
+        return await prepared_for_lookups(await self._open_primary(), self._listen_settings)
 
 
-async def connect(settings: DriverSettings) -> Any:
-    """A connection for the lookup, named and planned for key lookups.
+async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any:
+    """Name the connection and plan it for key lookups; an application_name set stays.
+
+    Not behind PgBouncer, which would carry the settings over to other clients.
 
     Raises:
-        DatabaseUnavailableError: if the server cannot be reached.
+        DatabaseUnavailableError: if the connection is lost meanwhile.
     """
-    server_settings = dict(SERVER_SETTINGS)
     if settings.pgbouncer:
-        # PgBouncer refuses startup parameters it does not know.
-        del server_settings["plan_cache_mode"]
+        return connection
     try:
-        return await asyncpg.connect(
-            settings.dsn(), server_settings=server_settings, **settings.connect_args
-        )
-    except UNREACHABLE as error:
-        raise DatabaseUnavailableError(settings.where(), first_line(error)) from error
-    except asyncpg.PostgresError as error:  # refused authentication, no such database or role
-        refused = translate(error, settings.where())
-        if isinstance(refused, DatabaseUnavailableError):
-            raise refused from error
+        await connection.execute(PREPARE_FOR_LOOKUPS_SQL)
+    except BaseException as error:
+        connection.terminate()
+        if isinstance(error, Exception):
+            raise_translated(error, settings.where())
         raise
+    return connection
 
 
 def padded(key: Sequence[Any]) -> tuple[Any, ...]:

@@ -34,13 +34,14 @@ class PriceReference:
     model_found: bool
 
 
-# The lookups' select list. JSONB arrays come back as their JSON text (asyncpg's default),
-# which `strings_of` parses once per distinct text: cheaper for the server than turning
-# each into an array, and the same few lists recur across rows.
+# The lookups' select list. JSONB arrays come back as their JSON text (cast, so that a
+# JSON codec an engine's connect hooks set up changes nothing), which `strings_of` parses
+# once per distinct text: cheaper for the server than turning each into an array, and the
+# same few lists recur across rows.
 REFERENCE_COLUMNS = """
     bg.brand, bg.group_name, bg.base_price, bg.condition_sensitivity,
-    bg.expected_origins, bg.expected_decades, bg.expected_trends,
-    m.coefficient, m.expected_features
+    bg.expected_origins::text, bg.expected_decades::text, bg.expected_trends::text,
+    m.coefficient, m.expected_features::text
 """
 # How many distinct JSON lists to keep parsed (a few MB at most). Parsing each list once
 # saves about 0.8 µs a list, three or four a row: some 20% of a key's share of get_many's
