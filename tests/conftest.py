@@ -1,4 +1,8 @@
-"""Test fixtures: a real PostgreSQL, a database per run, the schema from the migrations."""
+"""Test fixtures: a real PostgreSQL, a database per run, the schema from the migrations.
+
+The server and the run's migrated database come from the package's own pytest plugin,
+`pricing_store.testing` (loaded with `-p` in pyproject.toml), as a host's suite gets them.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,11 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.db import create_engine, create_session_factory
+from pricing_store.db import create_engine, create_session_factory, database_url
 from pricing_store.ops.roles import APP, create_roles
-from tests.provision import (
-    NoServerError,
-    OwnServer,
-    pgbouncer_in_front_of,
-    postgres_server,
-    server_source,
-    throwaway_database,
-)
+from pricing_store.testing import joined_session
+from pricing_store.testing.servers import throwaway_database
+from tests.provision import OwnServer, pgbouncer_in_front_of
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_APP_ROLE = os.environ.get("PRICING_STORE_TEST_ROLE") == "app"
@@ -44,38 +43,22 @@ def upgrade_head(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
-def pytest_report_header() -> str:
-    """Say which PostgreSQL the run will use, so a CI log shows which path ran."""
-    return f"PostgreSQL for the tests: {server_source()}"
-
-
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[URL]:
+def server_url(pricing_store_server_url: str) -> URL:
     """An admin URL of a real PostgreSQL server; CI fails instead of skipping without one."""
-    try:
-        with postgres_server() as url:
-            yield url
-    except NoServerError as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"no PostgreSQL server for the tests under CI: {error}")
-        pytest.skip(f"no PostgreSQL server for the tests: {error}")
+    return database_url(pricing_store_server_url)
 
 
 @pytest.fixture(scope="session")
-async def admin_url(server_url: URL) -> AsyncIterator[URL]:
+async def admin_url(pricing_store_database_url: str) -> URL:
     """This run's own database, migrated to head, as its administrator; dropped afterwards.
 
     With PRICING_STORE_TEST_ROLE=app the least-privilege roles are created in it too, and
     `engine` connects as the app role (the server must trust it, as local servers do).
     """
-    async with throwaway_database(server_url) as url:
-        admin = create_engine(url)
-        async with admin.begin() as connection:
-            await connection.run_sync(upgrade_head)
-        await admin.dispose()
-        if AS_APP_ROLE:
-            await create_roles(url.render_as_string(hide_password=False))
-        yield url
+    if AS_APP_ROLE:
+        await create_roles(pricing_store_database_url)
+    return database_url(pricing_store_database_url)
 
 
 @pytest.fixture(scope="session")
@@ -96,18 +79,9 @@ async def admin_engine(admin_url: URL) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """A session joined to an outer transaction that is rolled back after the test.
-
-    The session's own commits and rollbacks become savepoints (SQLAlchemy's "Joining a
-    Session into an External Transaction" recipe), so tests never see each other's rows.
-    """
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        async with AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as test_session:
-            yield test_session
-        await transaction.rollback()
+    """A session whose work is rolled back after the test (the plugin's recipe)."""
+    async with joined_session(engine) as test_session:
+        yield test_session
 
 
 @pytest.fixture

