@@ -16,13 +16,15 @@ install: ## Create .venv and install the package (editable) with the dev extra
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
-test: ## Run the test suite on a real PostgreSQL (see README: Tests); PYTEST_ARGS=... to narrow
+test: ## Run the test suites on a real PostgreSQL (see README: Tests); PYTEST_ARGS=... to narrow
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(if $(PYTEST_ARGS),,cd examples/host_app && ../../$(BIN)/pytest)
 
 lint: ## ruff check, ruff format --check and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
+	cd examples/host_app && ../../$(BIN)/mypy
 
 bench: ## Measure against raw asyncpg on the same server (ratios; see README)
 	$(BIN)/python bench/bench.py

@@ -8,13 +8,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
@@ -23,6 +22,7 @@ from pricing_store.db import create_engine
 from pricing_store.ops import alembic_config as alembic_config_of_package
 from pricing_store.ops.drift import schema_differences
 from tests.conftest import ROOT, alembic_config
+from tests.helpers import execute, fetch, tables_in
 from tests.provision import asyncpg_dsn
 
 RunAlembic = Callable[..., None]
@@ -35,6 +35,7 @@ REVISIONS = [
     for script in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
 ]
 HEAD = REVISIONS[-1]
+VERSION_SQL = "SELECT version_num FROM public.pricing_store_alembic_version"
 LEASES = "5a9e3c71b2d4"
 TABLES_AT_HEAD = {
     "pricing_store_alembic_version",
@@ -137,31 +138,6 @@ HAND_MADE_SEED_TABLES = (
         updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL,
         CONSTRAINT uq_models_brand_group_model UNIQUE (brand, group_name, model))""",
 )
-
-
-async def fetch(url: URL, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            result = await connection.execute(text(sql), parameters)
-            return [tuple(row) for row in result]
-    finally:
-        await engine.dispose()
-
-
-async def execute(url: URL, *statements: str) -> None:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        async with engine.begin() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-async def tables_in(url: URL, schema: str) -> set[str]:
-    rows = await fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = :s", s=schema)
-    return {row[0] for row in rows}
 
 
 async def test_the_seed_revisions_build_exactly_the_seed_schema(
@@ -271,9 +247,7 @@ async def test_revisions_are_idempotent(empty_database: URL, run_alembic: RunAle
     run_alembic(empty_database, "upgrade", "head")
 
     assert await fetch(empty_database, "SELECT brand FROM public.brand_groups") == [("Levi's",)]
-    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
-        (HEAD,)
-    ]
+    assert await fetch(empty_database, VERSION_SQL) == [(HEAD,)]
 
 
 async def test_upgrade_succeeds_over_tables_created_by_hand(
@@ -328,7 +302,10 @@ def test_offline_mode_prints_the_sql_without_a_database(
     assert (
         "CREATE INDEX IF NOT EXISTS idx_models_created_at ON public.models(created_at DESC)" in sql
     )
-    assert "INSERT INTO public.pricing_store_alembic_version (version_num) VALUES ('3f1c2a9b7d10')" in sql
+    assert (
+        "INSERT INTO public.pricing_store_alembic_version (version_num) VALUES ('3f1c2a9b7d10')"
+        in sql
+    )
 
 
 def upgrade_with(connectable: object) -> Callable[[Connection], None]:
@@ -429,9 +406,7 @@ async def test_migrators_started_together_apply_each_revision_once(empty_databas
     applied = "".join(stderr for _, stderr in outputs)
     for revision in REVISIONS:
         assert applied.count(f"-> {revision}") == 1
-    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
-        (HEAD,)
-    ]
+    assert await fetch(empty_database, VERSION_SQL) == [(HEAD,)]
 
 
 async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
@@ -459,9 +434,7 @@ async def test_a_migration_blocked_by_a_long_transaction_fails_clearly(
     )
     assert "Traceback" not in stderr
     assert waited < 30
-    assert await fetch(empty_database, "SELECT version_num FROM public.pricing_store_alembic_version") == [
-        (SEED_TABLES,)
-    ]
+    assert await fetch(empty_database, VERSION_SQL) == [(SEED_TABLES,)]
 
 
 async def test_the_packages_alembic_config_works_from_any_directory(

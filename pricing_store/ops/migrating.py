@@ -184,16 +184,21 @@ def refuse_removal_if_referenced(connection: Connection, tables: Iterable[str]) 
     Raises:
         PricingStoreError: naming every such constraint, in one line; nothing is dropped.
     """
-    found = [
-        f"{constraint} on {owner} references {SCHEMA}.{table}"
+    found = {
+        table: [f"{constraint} on {owner}" for constraint, owner in referencing]
         for table in tables
-        for constraint, owner in connection.execute(
-            text(REFERENCING_SQL), {"table": f"{SCHEMA}.{table}"}
+        if (
+            referencing := connection.execute(
+                text(REFERENCING_SQL), {"table": f"{SCHEMA}.{table}"}
+            ).all()
         )
-    ]
+    }
     if found:
+        named = "; ".join(
+            f"{SCHEMA}.{table} is referenced by {', '.join(keys)}" for table, keys in found.items()
+        )
         raise PricingStoreError(
-            f"not removed: foreign key {'; '.join(found)}; drop it first (nothing was changed)"
+            f"not removed: {named}; drop those foreign keys first (nothing was changed)"
         )
 
 

@@ -1,0 +1,34 @@
+"""The host's fixtures: pricing_store's pytest plugin, then the host's own migrations on top."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.helpers import TENANTS, create_tenants, host_alembic
+
+# The package's plugin: a server, and a database with the package's schema at head.
+pytest_plugins = ["pricing_store.testing"]
+
+
+@pytest.fixture(scope="session")
+def host_database_url(pricing_store_database_url: str) -> str:
+    """The plugin's database (the package at head), with the host's tenants and migrations."""
+    asyncio.run(create_tenants(pricing_store_database_url, *TENANTS))
+    host_alembic(pricing_store_database_url, "upgrade", "head")
+    return pricing_store_database_url
+
+
+@pytest.fixture
+async def empty_database(pricing_store_server_url: str) -> AsyncIterator[str]:
+    """A database of this test's own with the tenants' schemas and nothing else."""
+    from pricing_store.testing.servers import create_database, drop_database
+
+    server = make_url(pricing_store_server_url)
+    url = (await create_database(server, "host_app")).render_as_string(hide_password=False)
+    await create_tenants(url, *TENANTS)
+    yield url
+    await drop_database(server, make_url(url))
