@@ -181,7 +181,9 @@ def report_unavailable(context: ExceptionContext) -> None:
         DatabaseUnavailableError: naming host and database, never the password.
     """
     error = context.original_exception
-    if context.is_pre_ping or not (context.is_disconnect or isinstance(error, UNREACHABLE)):
+    if context.is_pre_ping or not isinstance(error, Exception):
+        return  # a cancellation stays one; SQLAlchemy has invalidated the connection
+    if not (context.is_disconnect or isinstance(error, UNREACHABLE)):
         return
     where = settings_of(context.engine).where() if context.engine is not None else "?"
     raise DatabaseUnavailableError(where, first_line(error)) from error

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import pricing_store
@@ -23,6 +24,7 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
+from pricing_store.errors import driver_error_of
 from tests.factories import brand_group
 from tests.provision import asyncpg_dsn
 
@@ -64,7 +66,8 @@ async def test_a_one_row_write_waiting_on_a_lock_past_lock_timeout(
     finally:
         await holder.rollback()
     assert isinstance(raised.value, TimeoutError)
-    assert isinstance(raised.value.__cause__, asyncpg.LockNotAvailableError)
+    assert isinstance(raised.value.__cause__, DBAPIError)  # SQLAlchemy's, as for any statement
+    assert isinstance(driver_error_of(raised.value.__cause__), asyncpg.LockNotAvailableError)
 
 
 async def test_a_bulk_copy_past_statement_timeout(

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import (
@@ -25,20 +25,19 @@ from tests.factories import brand_group, model
 
 @asynccontextmanager
 async def statements_sent(session: AsyncSession) -> AsyncIterator[list[str]]:
-    """Collect every statement the session's connection sends to the server in the block."""
+    """Collect every statement the session sends in the block, as SQLAlchemy's events see it
+    (what OpenTelemetry, Sentry and `echo` hook into)."""
     statements: list[str] = []
     connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
 
-    def record(logged: Any) -> None:
-        statements.append(logged.query)
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
 
-    driver.add_query_logger(record)
+    event.listen(connection.sync_connection, "before_cursor_execute", record)
     try:
         yield statements
-        await asyncio.sleep(0)  # the driver calls loggers on the event loop's next turn
     finally:
-        driver.remove_query_logger(record)
+        event.remove(connection.sync_connection, "before_cursor_execute", record)
 
 
 @pytest.fixture

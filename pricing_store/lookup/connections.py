@@ -17,10 +17,13 @@ from pricing_store.db import log_statement
 from pricing_store.errors import DatabaseTimeoutError, PricingStoreError, raise_translated
 
 # Errors after which the same read on a fresh connection may well succeed: the server
-# closed the connection (restart, failover, pg_terminate_backend) or is shutting down.
+# closed the connection (restart, failover, pg_terminate_backend) or is shutting down. A
+# cancelled statement (statement_timeout, 57014) is not one: its connection is fine.
 CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     OSError,

@@ -10,7 +10,7 @@ target table untouched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -62,14 +62,21 @@ async def bulk_upsert(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidValueError("batch_size", "must be a positive integer")
-    records = StagedRecords(model_type, items, batch_size)
     await session.flush()
     async with session.begin_nested():
         connection = await session.connection()
         await connection.execute(text(staging_ddl(model_type)))
         driver: Any = (await connection.get_raw_connection()).driver_connection
+        records = StagedRecords(model_type, items, batch_size, driver.is_closed)
         log_statement(f"COPY {STAGING} ({', '.join(records.columns)}) FROM STDIN")
-        await driver.copy_records_to_table(STAGING, records=records, columns=records.columns)
+        try:
+            await driver.copy_records_to_table(STAGING, records=records, columns=records.columns)
+        except BaseException as error:
+            # The COPY bypassed SQLAlchemy: a connection it lost, or left half-way through a
+            # cancelled COPY, must be invalidated here, as SQLAlchemy would have done.
+            if driver.is_closed() or not isinstance(error, Exception):
+                connection.sync_connection.invalidate(error)  # type: ignore[union-attr]
+            raise
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged
         statements = merge_statements(model_type)
@@ -96,13 +103,21 @@ class StagedRecords:
     Streaming lets PostgreSQL take in rows while Python validates the next ones, and keeps
     memory flat whatever the input's size. The first invalid item ends the stream and is
     kept in `error` (raising inside COPY would make the driver cancel the statement).
-    Every `batch_size` items the event loop gets a turn, so other tasks are not starved.
+    Every `batch_size` items the event loop gets a turn, so other tasks are not starved, and
+    the stream stops as soon as the connection is found closed: no more input is read.
     """
 
-    def __init__(self, model_type: ModelType, items: Iterable[object], batch_size: int) -> None:
+    def __init__(
+        self,
+        model_type: ModelType,
+        items: Iterable[object],
+        batch_size: int,
+        connection_closed: Callable[[], bool],
+    ) -> None:
         self.model_type = model_type
         self.items = items
         self.batch_size = batch_size
+        self.connection_closed = connection_closed
         self.fields = list(model_type.field_rules)
         self.columns = [POSITION, *self.fields]
         target = table_of(model_type)
@@ -123,6 +138,8 @@ class StagedRecords:
             yield (position, *map(values.get, self.fields))
             if position % self.batch_size == self.batch_size - 1:
                 await asyncio.sleep(0)
+                if self.connection_closed():
+                    return
 
 
 def staging_ddl(model_type: ModelType) -> str:

@@ -1,8 +1,9 @@
-"""Running one statement on a session's own asyncpg connection, inside its transaction.
+"""Running one prepared statement in a session's transaction, through SQLAlchemy's engine.
 
-The hot one-row writes go to the driver directly: the same connection and transaction as
-the session, without SQLAlchemy's per-statement machinery, which costs several times the
-round trip itself. (Statements sent this way do not reach SQLAlchemy's cursor events.)
+The one-row writes are SQL written once per model (see `statements`), sent with
+`exec_driver_sql`: no statement building, yet every engine event fires (what
+OpenTelemetry, Sentry and `echo` hook into), and a connection lost or a call cancelled
+half-way is invalidated by SQLAlchemy as for any other statement of the session.
 """
 
 from __future__ import annotations
@@ -10,43 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from pricing_store.db import log_statement
 
 
 async def fetch_row(
     session: AsyncSession, sql: str, arguments: Sequence[Any]
 ) -> Sequence[Any] | None:
-    """Run `sql` in the session's transaction and return its first row, or None.
+    """Run `sql` (with `$n` parameters) in the session's transaction; its first row, or None.
 
     Pending changes in the session are flushed first, as autoflush would.
     """
     if session.new or session.dirty or session.deleted:
         await session.flush()
-    log_statement(sql, arguments)
     connection = await session.connection()
-    # The session's transaction holds the connection open, so reaching the driver's own
-    # takes no I/O, and no greenlet, whose switches would cost more than the look-up.
-    sync = connection.sync_connection
-    assert sync is not None  # session.connection() returns a started connection
-    driver: Any = sync.connection.driver_connection
-    if driver.is_in_transaction():
-        row: Sequence[Any] | None = await driver.fetchrow(sql, *arguments)
-        return row
-    # SQLAlchemy sends BEGIN lazily, with the first statement through its own cursor.
-    return await connection.run_sync(fetch_row_through_cursor, sql, arguments)
-
-
-def fetch_row_through_cursor(
-    connection: Connection, sql: str, arguments: Sequence[Any]
-) -> Sequence[Any] | None:
-    """The same through the DBAPI cursor, which begins the session's transaction."""
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql, arguments)
-        row: Sequence[Any] | None = cursor.fetchone()
-        return row
-    finally:
-        cursor.close()
+    result = await connection.exec_driver_sql(sql, tuple(arguments))
+    row: Sequence[Any] | None = result.first()
+    return row

@@ -1,0 +1,210 @@
+"""Faults as a host's code meets them: cancellations, timeouts and killed connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from pricing_store import (
+    BrandGroupRepository,
+    DatabaseTimeoutError,
+    DatabaseUnavailableError,
+    PricingLookup,
+    PricingStoreError,
+    create_engine,
+    create_session_factory,
+)
+from tests.factories import brand_group
+from tests.provision import asyncpg_dsn
+
+
+@pytest.fixture
+async def locker(admin_url: URL) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of its own, to hold locks the package's calls must wait for."""
+    connection = await asyncpg.connect(asyncpg_dsn(admin_url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def own_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """An engine whose pool the test can inspect alone."""
+    own = create_engine(engine.url, pool_size=2, max_overflow=0)
+    yield own
+    await own.dispose()
+
+
+async def backend_of(session: AsyncSession) -> int:
+    pid: int = await session.scalar(text("SELECT pg_backend_pid()"))
+    return pid
+
+
+@pytest.mark.parametrize("call", ["find", "upsert"])
+async def test_a_timed_out_call_raises_timeout_and_its_connection_is_not_reused(
+    own_engine: AsyncEngine,
+    session_factory: async_sessionmaker[AsyncSession],
+    locker: asyncpg.Connection,
+    call: str,
+) -> None:
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).create(brand_group())
+    holding = locker.transaction()
+    await holding.start()
+    await locker.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+    sessions = create_session_factory(own_engine)
+    try:
+        async with sessions() as session:
+            blocked_backend = await backend_of(session)
+            repository = BrandGroupRepository(session)
+            waiting = (
+                repository.find_by_brand_and_group("Levi's", "jeans")
+                if call == "find"
+                else repository.upsert(brand_group(base_price=31))
+            )
+            with pytest.raises(TimeoutError) as raised:
+                await asyncio.wait_for(waiting, 0.3)
+            assert not isinstance(raised.value, PricingStoreError)  # asyncio's own
+    finally:
+        await holding.rollback()
+
+    async with sessions() as session:  # the session above closed without an error
+        assert await backend_of(session) != blocked_backend
+        assert await BrandGroupRepository(session).find_by_brand_and_group("Levi's", "jeans")
+
+
+async def test_a_cancelled_task_stays_cancelled(
+    session_factory: async_sessionmaker[AsyncSession], locker: asyncpg.Connection
+) -> None:
+    holding = locker.transaction()
+    await holding.start()
+    await locker.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+    try:
+
+        async def worker() -> str:
+            # A worker that retries on the package's errors must still stop when cancelled.
+            while True:
+                try:
+                    async with session_factory.begin() as session:
+                        await BrandGroupRepository(session).upsert(brand_group())
+                except PricingStoreError:
+                    continue
+                return "returned"
+
+        task = asyncio.create_task(worker())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await holding.rollback()
+
+
+CALLS: dict[str, Callable[[BrandGroupRepository], Awaitable[object]]] = {
+    "upsert": lambda repository: repository.upsert(brand_group()),
+    "get_or_create": lambda repository: repository.get_or_create(brand_group()),
+    "find": lambda repository: repository.find_by_brand_and_group("Levi's", "jeans"),
+    "bulk_upsert": lambda repository: repository.bulk_upsert([brand_group()]),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_a_killed_connection_is_sqlalchemys_lost_connection(
+    own_engine: AsyncEngine, locker: asyncpg.Connection, call: str
+) -> None:
+    sessions = create_session_factory(own_engine)
+    async with sessions() as session:
+        killed = await backend_of(session)
+        await locker.execute("SELECT pg_terminate_backend($1)", killed)
+        with pytest.raises(DatabaseUnavailableError):
+            await CALLS[call](BrandGroupRepository(session))
+    # Leaving the block raised nothing; the pool never hands that connection out again.
+    for _ in range(3):
+        async with sessions() as session:
+            assert await backend_of(session) != killed
+
+
+async def test_a_bulk_upsert_stops_reading_its_input_when_its_connection_dies(
+    own_engine: AsyncEngine, locker: asyncpg.Connection
+) -> None:
+    sessions = create_session_factory(own_engine)
+    read = 0
+    reached = asyncio.Event()
+
+    def items() -> Iterator[dict[str, object]]:
+        nonlocal read
+        for number in range(200_000):
+            read += 1
+            if number == 5_000:
+                reached.set()
+            yield {"brand": f"Brand {number}", "group_name": "jeans", "base_price": 25}
+
+    async with sessions() as session:
+        backend = await backend_of(session)
+
+        async def kill_when_reached() -> None:
+            await reached.wait()
+            await locker.execute("SELECT pg_terminate_backend($1)", backend)
+
+        killer = asyncio.create_task(kill_when_reached())
+        with pytest.raises(DatabaseUnavailableError):
+            await BrandGroupRepository(session).bulk_upsert(items(), batch_size=1_000)
+        await killer
+    assert read < 20_000  # not the 200,000 it was given
+
+
+@pytest.mark.parametrize("call", ["upsert", "get_or_create", "bulk_upsert"])
+async def test_every_write_is_seen_by_the_engines_events(session: AsyncSession, call: str) -> None:
+    seen: list[str] = []
+    connection = await session.connection()
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        seen.append(statement)
+
+    event.listen(connection.sync_connection, "before_cursor_execute", record)
+    try:
+        await CALLS[call](BrandGroupRepository(session))
+    finally:
+        event.remove(connection.sync_connection, "before_cursor_execute", record)
+    assert any("public.brand_groups" in statement for statement in seen)
+
+
+async def test_a_lookup_read_past_statement_timeout_is_a_timeout_on_the_same_connection(
+    admin_url: URL, locker: asyncpg.Connection
+) -> None:
+    bounded = create_engine(
+        admin_url, connect_args={"server_settings": {"statement_timeout": "300"}}
+    )
+    try:
+        async with PricingLookup(bounded) as lookup:
+            await lookup.get("Levi's", "jeans")
+            before = await lookup_backends(locker)
+            holding = locker.transaction()
+            await holding.start()
+            await locker.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+            try:
+                started = time.monotonic()
+                with pytest.raises(DatabaseTimeoutError, match="statement_timeout"):
+                    await lookup.get("Levi's", "jeans")
+                took = time.monotonic() - started
+            finally:
+                await holding.rollback()
+            assert took < 0.55  # one statement_timeout, not a second run on a new connection
+            assert await lookup_backends(locker) == before  # the connection stayed
+            assert await lookup.get("Levi's", "jeans") is None
+    finally:
+        await bounded.dispose()
+
+
+async def lookup_backends(connection: asyncpg.Connection) -> set[int]:
+    rows = await connection.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pricing_store lookup' "
+        "AND datname = current_database()"
+    )
+    return {row["pid"] for row in rows}
