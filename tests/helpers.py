@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -37,3 +40,12 @@ async def tables_in(url: URL, schema: str) -> set[str]:
     """The names of the tables in `schema`."""
     rows = await fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = :s", s=schema)
     return {row[0] for row in rows}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 1.0) -> float:
+    """Seconds until `check()` holds; fails the test if it does not within `within`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < within, f"not true within {within} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started

@@ -6,6 +6,7 @@ Finding the run's server and its throwaway databases is the pytest plugin's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -31,6 +32,7 @@ from pricing_store.testing.servers import (
 __all__ = [
     "NoServerError",
     "OwnServer",
+    "SilentProxy",
     "Standby",
     "asyncpg_dsn",
     "free_port",
@@ -60,9 +62,9 @@ class OwnServer:
         self._socket_directory = str(self.url.query["host"])
         self.running = True
 
-    def stop(self) -> None:
-        """Stop the server as a shutdown would: every connection is closed."""
-        self._pg_ctl("-w", "-m", "fast", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server as a shutdown would (`immediate`: as a crash would)."""
+        self._pg_ctl("-w", "-m", mode, "stop")
         self.running = False
 
     def start(self, tcp_port: int | None = None) -> None:
@@ -184,3 +186,61 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+class SilentProxy:
+    """A TCP proxy that can stop forwarding without closing anything: a half-open network.
+
+    While paused, nothing is read from either side, so both ends see a live connection that
+    has gone silent, as when a network path dies without a reset.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SilentProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    def pause(self) -> None:
+        """Stop forwarding, both ways, on every connection; close none."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again."""
+        self._flowing.set()
+
+    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
+        server, to_server = await asyncio.open_connection(*self.target)
+        for source, sink in ((client, to_server), (server, to_client)):
+            pump = asyncio.get_running_loop().create_task(self._pump(source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self._flowing.wait()
+                data = await source.read(65536)
+                if not data:
+                    break
+                await self._flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()

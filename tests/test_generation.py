@@ -161,6 +161,50 @@ async def test_a_failing_generator_reaches_every_waiter_stores_nothing_and_is_re
 
 
 @pytest.mark.usefixtures("session_factory")
+async def test_callers_that_asked_before_an_instant_failure_all_get_it_from_one_call(
+    engine: AsyncEngine,
+) -> None:
+    llm = FakeLLM(seconds=0.0)
+    llm.failure = ConnectionResetError("the LLM hung up")
+    async with PricingLookup(engine, generator=llm) as lookup:
+        outcomes = await asyncio.gather(
+            *(lookup.get_or_generate("Levi's", "jeans") for _ in range(5)),
+            return_exceptions=True,
+        )
+    assert all(outcome is llm.failure for outcome in outcomes)
+    assert llm.calls == {("Levi's", "jeans"): 1}
+
+
+@pytest.mark.usefixtures("session_factory")
+async def test_a_key_is_generated_once_while_a_writer_holds_its_row_past_a_lease(
+    engine: AsyncEngine, raw: asyncpg.Connection
+) -> None:
+    llm = FakeLLM(seconds=0.1)
+    holding = raw.transaction()
+    await holding.start()
+    # A writer inserts the key and keeps its transaction open: a store of the same key waits.
+    await raw.execute(
+        "INSERT INTO public.brand_groups (brand, group_name, base_price) "
+        "VALUES ('Levi''s', 'jeans', 26)"
+    )
+    # One connection each: a store waiting on the row must not hold up lease renewal.
+    async with (
+        PricingLookup(engine, pool_size=1, generator=llm) as first,
+        PricingLookup(engine, pool_size=1, generator=llm) as second,
+    ):
+        asking = [
+            asyncio.create_task(lookup.get_or_generate("Levi's", "jeans"))
+            for lookup in (first, second)
+        ]
+        await asyncio.sleep(LEASE_SECONDS + 2)  # longer than a lease lives unrenewed
+        assert not any(task.done() for task in asking)
+        await holding.rollback()  # the writer gives up: the generated row goes in
+        references = await asyncio.gather(*asking)
+    assert {reference.base_price for reference in references} == {Decimal("30.00")}
+    assert llm.calls == {("Levi's", "jeans"): 1}
+
+
+@pytest.mark.usefixtures("session_factory")
 async def test_a_slow_generator_times_out_with_the_packages_error(engine: AsyncEngine) -> None:
     llm = FakeLLM(seconds=5.0)
     async with PricingLookup(engine, generator=llm, generation_timeout=0.2) as lookup:

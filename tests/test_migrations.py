@@ -42,7 +42,6 @@ TABLES_AT_HEAD = {
     "brand_groups",
     "models",
     "pricing_store_generation_leases",
-    "pricing_store_change_sequence",
 }
 
 # What `pg_dump --schema-only` prints for the seed's DDL, read from the same catalog functions.

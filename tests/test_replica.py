@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, create_engine
+from tests.helpers import eventually
 from tests.provision import OwnServer, Standby, asyncpg_dsn
 from tests.test_cache import Counted
-from tests.test_lookup import eventually
 
 
 @pytest.fixture
@@ -63,6 +63,8 @@ async def test_a_lagging_standby_is_served_but_not_cached(
     try:
         async with Counted(standby_engine, listen_to=primary_engine, cache_size=100) as lookup:
             lookup.sent = []
+            # Past the position the lookup noted at start (the primary's WAL moves on its own).
+            await replayed_up_to_now(primary, on_standby)
 
             async def price(brand: str) -> Decimal | None:
                 reference = await lookup.get(brand, "jeans" if brand == "Levi's" else "sneakers")

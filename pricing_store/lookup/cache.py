@@ -2,10 +2,11 @@
 
 Triggers on both tables send a `pricing_store_changes` notification at the commit of any
 statement that changed them, from any client, naming the changed keys (or none, for "the
-whole table") and carrying a number that grows by one with each notification in commit
-order. A listening connection evicts what each one names. A skipped number means a missed
-notification: everything is evicted. While the listener is not connected, the cache is
-empty and bypassed; it is reconnected in the background, and serves again once it listens.
+whole table"). A listening connection evicts what each one names. PostgreSQL fails a
+commit whose notification it cannot queue, so a live listener misses nothing; a dead one
+is noticed by a heartbeat within `listen_timeout`. While the listener is not connected,
+the cache is empty and bypassed; it is reconnected in the background, and serves again
+once it listens.
 
 A value read while a change to its key was on its way is not stored (see `Token`). Reading
 from a standby, a value is stored only if the standby had replayed every change notified
@@ -19,14 +20,18 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from pricing_store.lookup.connections import Connect
 
 CHANNEL = "pricing_store_changes"
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
-EVICTION_CAUSES = ("key", "table", "gap", "reconnect", "size")
+EVICTION_CAUSES = ("key", "table", "reconnect", "size")
+# Seconds within which a listening connection that went silent is given up.
+DEFAULT_LISTEN_TIMEOUT = 5.0
+# Heartbeats sent per listen_timeout.
+HEARTBEATS = 5
 BRAND_GROUPS = "brand_groups"
 # How many Brand×Groups to remember versions and replay positions of, between table-wide
 # evictions (a few MB at most).
@@ -182,10 +187,18 @@ class ReferenceCache:
 
 
 class ChangeListener:
-    """Holds a LISTEN connection for `cache`, reconnecting whenever it is lost.
+    """Holds a LISTEN connection for `cache`, checks that it is alive, and reconnects.
 
-    With `track_positions` (reads go to a standby) it also asks the primary for its WAL
-    position after each notification, for `ReferenceCache.replayed_enough`.
+    A notification cannot be lost on a live listening connection (PostgreSQL fails the
+    notifying commit instead), so what must be caught is a dead one: a heartbeat every
+    `listen_timeout / HEARTBEATS` seconds must be answered within `listen_timeout`, or the
+    connection is given up (a half-open TCP connection says nothing on its own). The cache is
+    bypassed until a new connection listens, and emptied then.
+
+    With `track_positions` (reads go to a standby) it also reads the primary's WAL position
+    after notifications, on a second connection of its own: one query answers for every
+    notification heard before it was sent, so a burst never queues queries, and nothing
+    competes with the listening connection.
     """
 
     def __init__(
@@ -194,21 +207,27 @@ class ChangeListener:
         cache: ReferenceCache,
         on_change: OnChange,
         *,
+        listen_timeout: float = DEFAULT_LISTEN_TIMEOUT,
         track_positions: bool = False,
     ) -> None:
         self._connect = connect
         self._cache = cache
         self._on_change_heard = on_change
+        self._listen_timeout = listen_timeout
         self._track_positions = track_positions
         self._connection: Any = None
-        self._last_sequence: int | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._asking: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Groups whose notified position is still to be read (None: every group).
+        self._unplaced: set[Group] | None = set()
+        self._position_wanted = asyncio.Event()
 
     async def start(self) -> None:
         """Return once listening: no change committed after this is missed."""
         await self._listen()
+        self._spawn(self._heartbeat())
+        if self._track_positions:
+            self._spawn(self._read_positions())
 
     async def _listen(self) -> None:
         connection = await self._connect()
@@ -222,52 +241,83 @@ class ChangeListener:
             connection.terminate()
             raise
         self._connection = connection
-        self._last_sequence = None
         # Anything may have changed while nobody listened.
         self._cache.clear("reconnect")
         self._cache.active = True
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_change(self, connection: object, pid: int, channel: str, payload: str) -> None:
         cache = self._cache
         cache.notifications += 1
         try:
             message = json.loads(payload)
-            table, sequence, keys = str(message["t"]), int(message["s"]), message["k"]
+            table, keys = str(message["t"]), message["k"]
         except (ValueError, TypeError, KeyError):
-            # The previous revision's trigger sends the table's name alone.
-            table, sequence, keys = payload, None, None
-        if sequence is not None:
-            if self._last_sequence is not None and sequence != self._last_sequence + 1:
-                logger.warning("pricing_store: change notifications missed; cache emptied")
-                cache.clear("gap")
-            self._last_sequence = sequence
+            # The oldest revision's trigger sends the table's name alone.
+            table, keys = payload, None
         changed = [tuple(key) for key in keys] if isinstance(keys, list) else None
         if changed is None:
             cache.evict_table(table)
         else:
             cache.evict_keys(table, changed)
         if self._track_positions:
-            self._ask_position(None if changed is None else [(key[0], key[1]) for key in changed])
+            self._place_later(None if changed is None else [(key[0], key[1]) for key in changed])
         self._on_change_heard(table, changed)
 
-    def _ask_position(self, groups: list[Group] | None) -> None:
-        """Mark the groups unreplayable until the primary's position comes back."""
+    def _place_later(self, groups: list[Group] | None) -> None:
+        """Mark the groups unreplayable until the primary's position is read for them."""
         self._cache.need_position(groups, NOT_YET_KNOWN)
-        task = asyncio.get_running_loop().create_task(self._position(groups))
-        self._asking.add(task)
-        task.add_done_callback(self._asking.discard)
+        if groups is None or self._unplaced is None:
+            self._unplaced = None
+        else:
+            self._unplaced.update(groups)
+        self._position_wanted.set()
 
-    async def _position(self, groups: list[Group] | None) -> None:
-        connection = self._connection
-        if connection is None:
-            return  # lost: the cache is bypassed, and reconnecting asks afresh
-        try:
-            position = await connection.fetchval(PRIMARY_POSITION_SQL)
-        except Exception:
-            logger.warning("pricing_store: WAL position not read; cache emptied", exc_info=True)
-            self._cache.clear("reconnect")
-            return
-        self._cache.need_position(groups, position)
+    async def _read_positions(self) -> None:
+        connection: Any = None
+        while not self._closed:
+            await self._position_wanted.wait()
+            self._position_wanted.clear()
+            # Only what was heard before the query is sent may take its answer.
+            groups = None if self._unplaced is None else list(self._unplaced)
+            self._unplaced = set()
+            try:
+                if connection is None or connection.is_closed():
+                    connection = await self._connect()
+                position = await asyncio.wait_for(
+                    connection.fetchval(PRIMARY_POSITION_SQL), self._listen_timeout
+                )
+            except Exception:
+                logger.warning("pricing_store: WAL position not read; retrying", exc_info=True)
+                if connection is not None:
+                    connection.terminate()
+                    connection = None
+                self._place_later(groups)  # still unplaced: try again shortly
+                await asyncio.sleep(RECONNECT_DELAYS[-1])
+                continue
+            self._cache.need_position(groups, position)
+
+    async def _heartbeat(self) -> None:
+        every = self._listen_timeout / HEARTBEATS
+        while not self._closed:
+            await asyncio.sleep(every)
+            connection = self._connection
+            if connection is None:
+                continue  # lost: reconnecting
+            try:
+                await asyncio.wait_for(
+                    connection.fetchval("SELECT 1"), self._listen_timeout - every
+                )
+            except Exception:
+                if connection is self._connection:
+                    logger.warning("pricing_store: change listener silent; reconnecting")
+                    connection.remove_termination_listener(self._on_lost)
+                    connection.terminate()
+                    self._on_lost()
 
     def _on_lost(self, *_: object) -> None:
         self._cache.active = False
@@ -275,13 +325,13 @@ class ChangeListener:
         self._connection = None
         if not self._closed:
             logger.warning("pricing_store: change listener lost; cache bypassed until back")
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+            self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
         attempt = 0
         while not self._closed:
             try:
-                await self._listen()
+                await asyncio.wait_for(self._listen(), self._listen_timeout)
             except Exception as error:
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 logger.info("pricing_store: change listener not back (%s); retrying", error)
@@ -301,11 +351,10 @@ class ChangeListener:
         self._closed = True
         self._cache.active = False
         self._cache.clear(None)
-        for task in [self._reconnecting, *self._asking]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.remove_termination_listener(self._on_lost)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +27,8 @@ from pricing_store.repositories.rows import item_values
 from pricing_store.repositories.statements import insert_or_select, table_of
 
 RECHECK_EVERY = 0.5
+# Seconds a failed generation is remembered, for the callers that asked before it failed.
+KEEP_FAILURES = 60.0
 
 GeneratedKey = tuple[str, ...]
 
@@ -83,21 +86,37 @@ class Generations:
     """Runs the generator for missing keys, once per key, at most `limit` calls at a time."""
 
     def __init__(
-        self, generator: PriceGenerator, pool: ReadPool, *, timeout: float, limit: int
+        self,
+        generator: PriceGenerator,
+        pool: ReadPool,
+        *,
+        lease_pool: ReadPool,
+        timeout: float,
+        limit: int,
     ) -> None:
+        """Generate with `generator`, storing on `pool`.
+
+        The leases get a pool of their own, `lease_pool`: renewing them must never wait
+        behind a store that waits for a row another transaction holds.
+        """
         self._generator = generator
         self._pool = pool
-        self._leases = Leases(pool)
+        self._leases = Leases(lease_pool)
         self._timeout = timeout
         self._quota = asyncio.Semaphore(limit)
         self._in_flight: dict[tuple[str, GeneratedKey], asyncio.Task[None]] = {}
         self._waiting: dict[tuple[str, GeneratedKey], asyncio.Event] = {}
+        # The last failure of each key's generation, and when it ended (time.monotonic()).
+        self._failures: dict[tuple[str, GeneratedKey], tuple[float, BaseException]] = {}
         self.run = 0
         self.failed = 0
         self.running = 0
 
-    async def ensure(self, kind: Kind, key: GeneratedKey) -> None:
+    async def ensure(self, kind: Kind, key: GeneratedKey, asked_at: float) -> None:
         """Return once a row for the canonical `key` is stored, generating it if need be.
+
+        `asked_at` is when the caller asked (time.monotonic()): a generation of the key that
+        failed since then fails this caller too, rather than being run again for it.
 
         Raises:
             GenerationTimeoutError: if the generator ran past the timeout.
@@ -105,6 +124,9 @@ class Generations:
             Exception: whatever the generator raised; nothing was stored.
         """
         name = (kind.table, key)
+        failed = self._failures.get(name)
+        if failed is not None and failed[0] >= asked_at:
+            raise failed[1]
         task = self._in_flight.get(name)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._generate(kind, key))
@@ -115,8 +137,15 @@ class Generations:
 
     def _finished(self, name: tuple[str, GeneratedKey], task: asyncio.Task[None]) -> None:
         del self._in_flight[name]
-        if not task.cancelled():
-            task.exception()  # retrieved, even if every caller has gone
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved, even if every caller has gone
+        now = time.monotonic()
+        if error is not None:
+            self._failures[name] = (now, error)
+        # Only callers still in flight can need a failure: keep the recent ones.
+        for stale in [each for each, (at, _) in self._failures.items() if at < now - KEEP_FAILURES]:
+            del self._failures[stale]
 
     def changed(self, table: str, keys: list[GeneratedKey] | None = None) -> None:
         """Wake the waiters for these keys of `table` (all of its waiters for None)."""

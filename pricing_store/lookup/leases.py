@@ -48,7 +48,11 @@ def lease_key(table: str, *parts: str | None) -> str:
 
 
 class Leases:
-    """The leases one lookup claims, renewed in the background while it holds any."""
+    """The leases one lookup claims, renewed in the background while it holds any.
+
+    `pool` is the leases' own: nothing else queues on it, so a renewal is never late
+    because stores or reads are waiting.
+    """
 
     def __init__(self, pool: ReadPool) -> None:
         self._pool = pool
@@ -89,8 +93,9 @@ class Leases:
                 logger.warning("pricing_store: leases not renewed; retrying", exc_info=True)
 
     async def close(self) -> None:
-        """Stop renewing; leases still held expire on their own."""
+        """Stop renewing and close the leases' connections; leases still held expire."""
         if self._renewing is not None:
             self._renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewing
+        await self._pool.close()

@@ -9,6 +9,7 @@ committed change, from any client, evicts what it changed within moments (see `c
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from types import MappingProxyType, TracebackType
@@ -18,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import DriverSettings, driver_connector, settings_of
 from pricing_store.errors import InvalidValueError, raise_translated
-from pricing_store.lookup.cache import ChangeListener, Key, ReferenceCache, Token
+from pricing_store.lookup.cache import (
+    DEFAULT_LISTEN_TIMEOUT,
+    ChangeListener,
+    Key,
+    ReferenceCache,
+    Token,
+)
 from pricing_store.lookup.connections import DEFAULT_TIMEOUT, ReadPool
 from pricing_store.lookup.generation import (
     BRAND_GROUP,
@@ -40,6 +47,8 @@ DEFAULT_GENERATION_TIMEOUT = 120.0
 DEFAULT_MAX_GENERATIONS = 100
 # Connections for generation's short statements on the primary, when reads go elsewhere.
 GENERATION_POOL_SIZE = 3
+# Connections for claiming, renewing and releasing leases, and nothing else.
+LEASE_POOL_SIZE = 2
 # Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
 # the engine names its own). The lookups are key equalities: one generic plan serves every
 # key, and planning afresh for each call (custom plans) costs more than running the query.
@@ -61,10 +70,13 @@ GET_SQL = f"""
         ON m.brand = bg.brand AND m.group_name = bg.group_name AND m.model = $3
     WHERE bg.brand = $1 AND bg.group_name = $2
 """
-# On a standby, the same with the position it has replayed to, in a row even for no match.
+# With listen_to, the same with the position the server has replayed to (NULL unless it is
+# a standby now: a primary that went through recovery or promotion keeps its last replay
+# position, frozen), in a row even for no match.
+REPLAYED = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
 GET_ON_STANDBY_SQL = f"""
     SELECT replay.replayed, found.*
-    FROM (SELECT pg_last_wal_replay_lsn() AS replayed) AS replay
+    FROM (SELECT {REPLAYED} AS replayed) AS replay
     LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
 """
 # The same for many keys at once, each row tagged with its key's position.
@@ -79,7 +91,7 @@ GET_MANY_SQL = f"""
 
 GET_MANY_ON_STANDBY_SQL = f"""
     SELECT replay.replayed, found.*
-    FROM (SELECT pg_last_wal_replay_lsn() AS replayed) AS replay
+    FROM (SELECT {REPLAYED} AS replayed) AS replay
     LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
 """
 
@@ -99,6 +111,7 @@ class PricingLookup:
         pool_size: int | None = None,
         pool_timeout: float = DEFAULT_TIMEOUT,
         listen_to: AsyncEngine | None = None,
+        listen_timeout: float = DEFAULT_LISTEN_TIMEOUT,
         generator: PriceGenerator | None = None,
         generation_timeout: float = DEFAULT_GENERATION_TIMEOUT,
         max_generations: int = DEFAULT_MAX_GENERATIONS,
@@ -116,6 +129,9 @@ class PricingLookup:
             listen_to: With a cache, the engine to hear changes from, when reads do not
                 go to the primary itself: standbys and PgBouncer's transaction mode carry
                 no notifications. `bind` by default. Generated rows are written there too.
+            listen_timeout: Seconds within which a listening connection that went silent
+                (a half-open TCP connection, say) is given up; the cache is bypassed until
+                a new one listens.
             generator: What `get_or_generate` asks for missing rows (see `PriceGenerator`).
             generation_timeout: Seconds one generator call may take.
             max_generations: How many generator calls this lookup runs at once (an LLM
@@ -147,6 +163,7 @@ class PricingLookup:
                 "needs LISTEN, which PgBouncer's transaction mode does not carry: "
                 "pass listen_to=an engine on the primary itself",
             )
+        self._listen_timeout = positive_seconds("listen_timeout", listen_timeout)
         self._cache = ReferenceCache(cache_size) if cache_size else None
         # Where hits are looked for: the cache's entries (empty whenever it is not in use),
         # or nothing at all.
@@ -222,6 +239,12 @@ class PricingLookup:
                 self._generations = Generations(
                     self._generator,
                     primary,
+                    lease_pool=ReadPool(
+                        self._connect_primary,
+                        LEASE_POOL_SIZE,
+                        where=self._listen_settings.where(),
+                        timeout=self._pool_timeout,
+                    ),
                     timeout=self._generation_timeout,
                     limit=self._max_generations,
                 )
@@ -230,6 +253,7 @@ class PricingLookup:
                 self._connect_primary,
                 self._cache,
                 self._on_change,
+                listen_timeout=self._listen_timeout,
                 track_positions=self._on_standby,
             )
             await listener.start()
@@ -307,6 +331,7 @@ class PricingLookup:
             raise InvalidValueError(
                 "generator", "get_or_generate needs PricingLookup(generator=...)"
             )
+        asked_at = time.monotonic()
         reference = await self.get(brand, group, model)
         if reference is not None and (model is None or reference.model_found):
             return reference
@@ -319,7 +344,7 @@ class PricingLookup:
         if canonical_model is not None:
             missing.append((MODEL, (canonical_brand, canonical_group, canonical_model)))
         generations = self._generations or await self._started_generations()
-        await asyncio.gather(*(generations.ensure(kind, part) for kind, part in missing))
+        await asyncio.gather(*(generations.ensure(kind, part, asked_at) for kind, part in missing))
         return await self._read_stored((brand, group, model), key)
 
     async def _read_stored(self, spelled: Key, key: Key) -> PriceReference:

@@ -11,9 +11,8 @@ class LookupStats:
     """A snapshot of a lookup's counters since it was made.
 
     `evictions` counts entries dropped, by cause: `key` (a change to that key), `table` (a
-    change to too many keys to name, or TRUNCATE), `gap` (a notification was missed),
-    `reconnect` (the listener was lost and is back) and `size` (least recently used, to make
-    room).
+    change to too many keys to name, or TRUNCATE), `reconnect` (the listener was lost or
+    fell silent, and is back) and `size` (least recently used, to make room).
     """
 
     hits: int

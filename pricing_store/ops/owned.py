@@ -1,7 +1,7 @@
 """What the package owns in a host's database, and the autogenerate filter that leaves it alone.
 
 Everything the package creates lives in `public` and is named as its own: the two tables of
-the models, the tables and functions of change notifications and generation leases, and the
+the models, the functions of change notifications, the table of generation leases, and the
 version table its revisions are recorded in (never the host's `alembic_version`).
 """
 
@@ -16,8 +16,7 @@ SCHEMA = "public"
 VERSION_TABLE = "pricing_store_alembic_version"
 MODEL_TABLES = frozenset(table.name for table in Base.metadata.sorted_tables)
 LEASE_TABLE = "pricing_store_generation_leases"
-CHANGE_SEQUENCE_TABLE = "pricing_store_change_sequence"
-OWNED_TABLES = MODEL_TABLES | {LEASE_TABLE, CHANGE_SEQUENCE_TABLE, VERSION_TABLE}
+OWNED_TABLES = MODEL_TABLES | {LEASE_TABLE, VERSION_TABLE}
 OWNED_INDEXES = frozenset(
     name
     for table in Base.metadata.sorted_tables
@@ -26,7 +25,7 @@ OWNED_INDEXES = frozenset(
         *(constraint.name for constraint in table.constraints),
     )
     if isinstance(name, str)
-) | {f"{LEASE_TABLE}_pkey", f"{CHANGE_SEQUENCE_TABLE}_pkey", f"{VERSION_TABLE}_pkc"}
+) | {f"{LEASE_TABLE}_pkey", f"{VERSION_TABLE}_pkc"}
 OWNED_SEQUENCES = frozenset(f"{table}_id_seq" for table in MODEL_TABLES)
 OWNED_FUNCTIONS = frozenset(
     {

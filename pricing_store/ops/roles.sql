@@ -24,7 +24,6 @@ ALTER TABLE IF EXISTS public.brand_groups OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.models OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.pricing_store_alembic_version OWNER TO pricing_store_owner;
 ALTER TABLE IF EXISTS public.pricing_store_generation_leases OWNER TO pricing_store_owner;
-ALTER TABLE IF EXISTS public.pricing_store_change_sequence OWNER TO pricing_store_owner;
 ALTER FUNCTION public.pricing_store_notify_change() OWNER TO pricing_store_owner;
 ALTER FUNCTION public.pricing_store_send_change(text, json) OWNER TO pricing_store_owner;
 ALTER FUNCTION public.pricing_store_notify_brand_groups() OWNER TO pricing_store_owner;
@@ -36,5 +35,3 @@ GRANT SELECT, INSERT, UPDATE ON public.brand_groups, public.models TO pricing_st
 GRANT USAGE ON SEQUENCE public.brand_groups_id_seq, public.models_id_seq TO pricing_store_app;
 -- Lookups that generate missing rows claim and release leases on the keys they generate.
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.pricing_store_generation_leases TO pricing_store_app;
--- Every write numbers its change notification on this one-row counter (see the triggers).
-GRANT SELECT, UPDATE ON public.pricing_store_change_sequence TO pricing_store_app;

@@ -1,0 +1,146 @@
+"""The cache's listener under real faults: a silent network, bursts, a recovered server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import URL
+
+from pricing_store import PricingLookup, create_engine
+from tests.helpers import eventually
+from tests.provision import OwnServer, SilentProxy, asyncpg_dsn, free_port
+
+GROUPS = 100
+
+
+@pytest.fixture
+async def over_tcp(own_server: OwnServer, own_database: URL) -> URL:
+    """The own server, migrated, listening on TCP as well (a proxy can stand in front)."""
+    own_server.stop()
+    port = free_port()
+    own_server.start(tcp_port=port)
+    url = own_database.set(host="127.0.0.1", port=port, query={})
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    await connection.execute(
+        "INSERT INTO public.brand_groups (brand, group_name, base_price) "
+        "SELECT 'Brand ' || n, 'jeans', 25 FROM generate_series(0, 999) AS n"
+    )
+    await connection.close()
+    return url
+
+
+async def price(url: URL, brand: str, value: int) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute(
+            "UPDATE public.brand_groups SET base_price = $2 WHERE brand = $1", brand, value
+        )
+    finally:
+        await connection.close()
+
+
+async def test_a_silent_listener_is_given_up_within_listen_timeout_then_caching_resumes(
+    over_tcp: URL,
+) -> None:
+    direct = create_engine(over_tcp)
+    async with SilentProxy(str(over_tcp.host), int(over_tcp.port or 5432)) as proxy:
+        proxied = create_engine(over_tcp.set(port=proxy.port))
+        try:
+            async with PricingLookup(
+                direct, cache_size=100, listen_to=proxied, listen_timeout=1.0
+            ) as lookup:
+                await lookup.get("Brand 1", "jeans")
+                assert (await lookup.get("Brand 1", "jeans")).base_price == 25  # type: ignore[union-attr]
+                assert lookup.stats().hits == 1
+
+                proxy.pause()  # the listening connection goes silent, nothing is closed
+                await price(over_tcp, "Brand 1", 30)  # a change the listener cannot hear
+                started = time.monotonic()
+                await eventually(lambda: asyncio.sleep(0, not lookup.stats().listening), 2.0)
+                assert time.monotonic() - started < 1.5
+                assert (await lookup.get("Brand 1", "jeans")).base_price == 30  # type: ignore[union-attr]
+
+                proxy.resume()
+                await eventually(lambda: asyncio.sleep(0, lookup.stats().listening), 5.0)
+                hits = lookup.stats().hits
+                await lookup.get("Brand 1", "jeans")
+                await lookup.get("Brand 1", "jeans")
+                assert lookup.stats().hits == hits + 1  # cached again
+                await price(over_tcp, "Brand 1", 35)  # and heard again
+                await eventually(
+                    lambda: value_is(lookup, "Brand 1", 35),
+                    1.0,
+                )
+        finally:
+            await proxied.dispose()
+            await direct.dispose()
+
+
+async def value_is(lookup: PricingLookup, brand: str, expected: int) -> bool:
+    found = await lookup.get(brand, "jeans")
+    return found is not None and found.base_price == expected
+
+
+async def test_a_burst_of_changes_to_other_keys_leaves_the_cache_caching(
+    over_tcp: URL,
+) -> None:
+    engine = create_engine(over_tcp)
+    writer = await asyncpg.connect(asyncpg_dsn(over_tcp))
+    try:
+        # listen_to: positions are tracked for every notification, as for a standby.
+        async with PricingLookup(engine, cache_size=1_000, listen_to=engine) as lookup:
+            read = [f"Brand {n}" for n in range(GROUPS)]
+            for brand in read:
+                await lookup.get(brand, "jeans")
+
+            async def burst() -> int:
+                sent = 0
+                ends = time.monotonic() + 2.0
+                while time.monotonic() < ends:  # ~1,000 commits a second, bounded
+                    await writer.execute(
+                        "UPDATE public.brand_groups SET base_price = base_price + 1 "
+                        "WHERE brand = $1",
+                        f"Brand {GROUPS + sent % 900}",
+                    )
+                    sent += 1
+                return sent
+
+            sent = await burst()
+            assert sent > 500
+            await eventually(lambda: asyncio.sleep(0, lookup.stats().notifications >= sent), 2.0)
+
+            async def all_hits() -> bool:
+                before = lookup.stats().hits
+                for brand in read:
+                    await lookup.get(brand, "jeans")
+                return lookup.stats().hits - before == GROUPS
+
+            await eventually(all_hits, 2.0)
+            assert lookup.stats().evictions["reconnect"] == 0
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_a_primary_that_went_through_crash_recovery_is_cached(
+    own_server: OwnServer, own_database: URL
+) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(own_database))
+    await connection.execute(
+        "INSERT INTO public.brand_groups (brand, group_name, base_price) VALUES ('A', 'b', 25)"
+    )
+    await connection.close()
+    own_server.stop("immediate")  # a crash: the next start replays the WAL
+    own_server.start()
+
+    engine = create_engine(own_database)
+    try:
+        async with PricingLookup(engine, cache_size=10, listen_to=engine) as lookup:
+            for _ in range(50):
+                await lookup.get("A", "b")
+            assert lookup.stats().hits == 49
+    finally:
+        await engine.dispose()
