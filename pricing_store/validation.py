@@ -44,6 +44,13 @@ LONE_SURROGATE = "must not contain a lone surrogate, which is not valid Unicode"
 # A number given as text: ASCII digits, an optional sign and decimal point, nothing else
 # (no exponent, no underscores, no other scripts' digits).
 NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# What may surround such a number: ASCII white space only (not a no-break space).
+ASCII_SPACE = " \t\n\r\x0b\x0c"
+# PostgreSQL's bigint, the widest LIMIT and OFFSET it takes.
+BIGINT_MAX = 2**63 - 1
+# The most rows one page may ask for, and keys one get_many: a bound on one call's memory.
+MAX_PAGE_SIZE = 100_000
+MAX_KEYS_PER_CALL = 100_000
 # Bounds of a JSONB list: generous for real data, and far below what PostgreSQL refuses.
 MAX_LIST_ELEMENTS = 100
 MAX_ELEMENT_LENGTH = 200
@@ -101,7 +108,7 @@ def to_decimal(field: str, value: object) -> Decimal:
         # repr gives the shortest string that round-trips: 19.99, not 19.989999999999998...
         number = Decimal(repr(value))
     elif isinstance(value, str):
-        text = value.strip()
+        text = value.strip(ASCII_SPACE)
         if not NUMBER_TEXT.fullmatch(text):
             shown = f"{text[:40]}..." if len(text) > 40 else text
             raise InvalidValueError(
@@ -218,16 +225,19 @@ def list_length(field: str, length: int) -> None:
         )
 
 
-def non_negative_int(field: str, value: object) -> int:
-    """Validate a limit or an offset.
+def whole_number(field: str, value: object, *, minimum: int = 0, maximum: int = BIGINT_MAX) -> int:
+    """Validate a count, size, limit or offset: an int from `minimum` to `maximum`.
 
     Raises:
-        InvalidValueError: if the value is not an int or is negative.
+        InvalidValueError: if the value is not an int (bool is not one) or is out of range.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidValueError(field, f"must be an integer, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidValueError(field, f"must not be negative, got {value}")
+    if value < minimum:
+        rule = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+        raise InvalidValueError(field, f"{rule}, got {value}")
+    if value > maximum:
+        raise InvalidValueError(field, f"must be at most {maximum}, got {value}")
     return value
 
 

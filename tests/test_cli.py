@@ -443,3 +443,58 @@ async def test_export_writes_lists_exactly_as_json_would(
 
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout == expected + "\n"
+
+
+def test_every_bad_line_is_reported_whatever_it_holds(cli: Cli, tmp_path: Path) -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    lines = tmp_path / "hostile.jsonl"
+    assert import_errors(
+        cli,
+        lines,
+        b'{"brand": "A", "group_name": "jeans", "base_price": 25}\n'
+        + f'{{"brand": "B", "group_name": "jeans", "expected_trends": {nested}}}\n'.encode()
+        + b'{"brand": "", "group_name": "jeans", "base_price": 25}\n',
+    ) == [
+        f"{lines}:2: line: is not valid JSON (nested too deeply)",
+        f"{lines}:3: brand: must not be empty or blank",
+        "2 invalid line(s); nothing was written",
+    ]
+    cells = tmp_path / "hostile.csv"
+    assert import_errors(
+        cli,
+        cells,
+        b"brand,group_name,base_price,expected_trends\n"
+        + b"A,jeans,25,"
+        + b"x" * 200_000
+        + b"\n"
+        + b"B,jeans,25,"
+        + f'"{nested[:2000]}"'.encode()
+        + b"\n"
+        + b",jeans,25,\n",
+    ) == [
+        f"{cells}:2: line: is not valid CSV (field larger than field limit (131072))",
+        f"{cells}:3: expected_trends: must be a JSON array of strings",
+        f"{cells}:4: brand: is required",
+        "3 invalid line(s); nothing was written",
+    ]
+
+
+async def test_csv_for_spreadsheets_carries_no_formulas_and_reads_back_exactly(
+    cli: Cli, session_factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    brands = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "'quoted", "Plain"]
+    async with session_factory.begin() as writer:
+        await BrandGroupRepository(writer).bulk_upsert(
+            {"brand": brand, "group_name": "jeans", "base_price": 25} for brand in brands
+        )
+    exported = cli("export", "--format", "csv").stdout
+    cells = {line.split(",")[0] for line in exported.splitlines()[1:]}
+    assert not any(cell.lstrip('"').startswith(("=", "+", "-", "@", "\t")) for cell in cells)
+
+    (tmp_path / "back.csv").write_text(exported)
+    async with session_factory.begin() as writer:
+        await writer.execute(text("TRUNCATE public.brand_groups"))
+    assert cli("import", str(tmp_path / "back.csv")).returncode == 0
+    async with session_factory() as reader:
+        stored = (await reader.scalars(text("SELECT brand FROM public.brand_groups"))).all()
+    assert sorted(stored) == sorted(brands)

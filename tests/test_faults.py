@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
@@ -16,6 +17,7 @@ from pricing_store import (
     BrandGroupRepository,
     DatabaseTimeoutError,
     DatabaseUnavailableError,
+    InvalidValueError,
     PricingLookup,
     PricingStoreError,
     create_engine,
@@ -208,3 +210,62 @@ async def lookup_backends(connection: asyncpg.Connection) -> set[int]:
         "AND datname = current_database()"
     )
     return {row["pid"] for row in rows}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda repository: repository.get_page(limit=2**63 - 1), r"^limit: must be at most"),
+        (lambda repository: repository.get_all(offset=2**63), r"^offset: must be at most"),
+        (lambda repository: repository.get_all(limit="10"), r"^limit: must be an integer"),
+        (lambda repository: repository.get_page(after="x" * 100), r"^after: is not a cursor"),
+        (
+            lambda repository: repository.bulk_upsert([], batch_size=10**9),
+            r"^batch_size: must be at most",
+        ),
+    ],
+)
+async def test_hostile_repository_arguments_get_invalid_value_errors(
+    session: AsyncSession,
+    call: Callable[[BrandGroupRepository], Awaitable[object]],
+    message: str,
+) -> None:
+    with pytest.raises(InvalidValueError, match=message):
+        await call(BrandGroupRepository(session))
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (None, r"^keys: must be an iterable"),
+        ("Levi's", r"^keys: must be an iterable"),
+        ([("Levi's",)], r"^keys\[0\]: must be a \(brand, group"),
+        ((("a", "b") for _ in range(100_001)), r"^keys: must be at most 100000"),
+    ],
+)
+async def test_hostile_key_lists_get_invalid_value_errors(
+    engine: AsyncEngine, keys: object, message: str
+) -> None:
+    async with PricingLookup(engine) as lookup:
+        with pytest.raises(InvalidValueError, match=message):
+            await lookup.get_many(keys)  # type: ignore[arg-type]
+
+
+async def test_padded_keys_are_not_kept_and_close_lets_go_of_what_was(engine: AsyncEngine) -> None:
+    tracemalloc.start()
+    try:
+        async with PricingLookup(engine, cache_size=100) as lookup:
+            before = tracemalloc.get_traced_memory()[0]
+            for number in range(20):
+                padding = " " * (1_000_000 + number)  # 1 MB a key, each spelled anew
+                await lookup.get(f"{padding}Levi's{padding}", "jeans")
+            kept = tracemalloc.get_traced_memory()[0] - before
+            assert kept < 2_000_000  # not the 40 MB of keys passed
+            for number in range(1_000):
+                await lookup.get(f"Brand {number}", "jeans")
+            assert lookup.stats().entries == 100
+        after_close = tracemalloc.get_traced_memory()[0] - before
+        assert after_close < kept + 500_000
+        assert lookup.stats().entries == 0
+    finally:
+        tracemalloc.stop()

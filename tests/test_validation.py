@@ -139,3 +139,10 @@ def test_in_place_list_edits_are_validated_too() -> None:
     with pytest.raises(InvalidValueError, match=r"^expected_trends: .*NUL"):
         row.expected_trends[1:] = ["a\x00"]
     assert row.expected_trends == ["Y2K", "workwear"]
+
+
+@pytest.mark.parametrize("text", ["\u00a020", "20\u00a0", "\u200920", "\u3000" + "20"])
+def test_numbers_as_text_allow_only_ascii_spaces_around_them(text: str) -> None:
+    with pytest.raises(InvalidValueError, match="must be a number in ASCII digits"):
+        BrandGroup(brand="A", group_name="b", base_price=text)
+    assert BrandGroup(brand="A", group_name="b", base_price=" 20\t").base_price == 20

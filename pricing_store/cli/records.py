@@ -4,7 +4,8 @@ Numbers are read as decimals, never through float, and written as their exact di
 Lines are read as UTF-8 (a leading byte order mark is skipped), one at a time and at most
 MAX_LINE_BYTES each, so a huge or undecodable line is reported with its number.
 In CSV, list columns hold a JSON array (`["USA", "Mexico"]`) and an empty cell means the
-column is left to its default.
+column is left to its default; a text cell a spreadsheet would run as a formula (`=`, `+`,
+`-`, `@`, tab, CR) is written with a leading `'`, which reading takes off again.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def read_jsonl(stream: BinaryIO) -> Iterator[Read]:
         except json.JSONDecodeError as error:
             yield number, RecordError(number, "line", f"is not valid JSON ({error.msg})")
             continue
+        except (RecursionError, ValueError):
+            yield number, RecordError(number, "line", "is not valid JSON (nested too deeply)")
+            continue
         if not isinstance(record, dict):
             yield number, RecordError(number, "line", "must be a JSON object")
             continue
@@ -128,17 +132,24 @@ def read_csv(stream: BinaryIO) -> Iterator[Read]:
                 yield line
 
     reader = csv.reader(texts())
-    header = next(reader, None)
+    rows = csv_rows(reader)
+    header = next(rows, None)
     yield from ((error.line, error) for error in unreadable)
     unreadable.clear()
     if header is None:
         return
+    if isinstance(header, RecordError):
+        yield header.line, header
+        return
     fields = tuple(field.strip() for field in header)
     yield reader.line_num, Header(reader.line_num, fields)
-    for row in reader:
+    for row in rows:
         yield from ((error.line, error) for error in unreadable)
         unreadable.clear()
         number = reader.line_num
+        if isinstance(row, RecordError):
+            yield number, row
+            continue
         if not row:
             continue
         if len(row) != len(fields):
@@ -152,10 +163,24 @@ def read_csv(stream: BinaryIO) -> Iterator[Read]:
     yield from ((error.line, error) for error in unreadable)
 
 
+def csv_rows(reader: Any) -> Iterator[list[str] | RecordError]:
+    """The reader's rows, reading on past a row it cannot parse.
+
+    Such a row (a field over the reader's size limit, say) comes as that line's error.
+    """
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield RecordError(reader.line_num, "line", f"is not valid CSV ({error})")
+
+
 def record_of(line: int, fields: tuple[str, ...], row: list[str]) -> dict[str, Any]:
     """A CSV row as a record; an empty cell leaves its column to the default."""
     return {
-        field: parse_list(line, field, cell) if field in LIST_FIELDS else cell
+        field: parse_list(line, field, cell) if field in LIST_FIELDS else unguarded(cell)
         for field, cell in zip(fields, row, strict=True)
         if cell != ""
     }
@@ -165,8 +190,26 @@ def parse_list(line: int, field: str, cell: str) -> Any:
     """A list cell's JSON array."""
     try:
         return json.loads(cell)
-    except json.JSONDecodeError:
+    except (RecursionError, ValueError):
         raise RecordError(line, field, "must be a JSON array of strings") from None
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP's list), and the quote that stops
+# it. A cell starting with the quote itself is quoted too, so reading back is exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+GUARD = "'"
+
+
+def guarded(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, with a quote in front."""
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, GUARD)):
+        return GUARD + value
+    return value
+
+
+def unguarded(cell: str) -> str:
+    """A text cell as it was before `guarded`."""
+    return cell.removeprefix(GUARD)
 
 
 def json_line(record: Mapping[str, Any]) -> str:
@@ -206,7 +249,7 @@ class RecordWriter:
         """Append rows."""
         if self.is_csv:
             width = len(self.formats)  # a row may carry more columns (the keyset's)
-            self.csv.writerows(row[:width] for row in rows)
+            self.csv.writerows([guarded(value) for value in row[:width]] for row in rows)
             return
         pairs = list(zip(self.prefixes, self.formats, strict=True))
         self.stream.writelines(

@@ -9,9 +9,9 @@ committed change, from any client, evicts what it changed within moments (see `c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
@@ -22,7 +22,6 @@ from pricing_store.errors import InvalidValueError, raise_translated
 from pricing_store.lookup.cache import (
     DEFAULT_LISTEN_TIMEOUT,
     ChangeListener,
-    Key,
     ReferenceCache,
     Token,
 )
@@ -35,12 +34,16 @@ from pricing_store.lookup.generation import (
     PriceGenerator,
     checked_generator,
 )
+from pricing_store.lookup.keys import CanonicalKeys, Key
 from pricing_store.lookup.prerequisites import require_schema
-from pricing_store.lookup.reference import REFERENCE_COLUMNS, PriceReference, reference_from_row
+from pricing_store.lookup.reference import (
+    REFERENCE_COLUMNS,
+    PriceReference,
+    list_parser,
+    reference_from_row,
+)
 from pricing_store.lookup.stats import LookupStats
-from pricing_store.models.brand_group import BRAND_GROUP_RULES
-from pricing_store.models.model import MODEL_RULES
-from pricing_store.validation import non_negative_int, positive_seconds
+from pricing_store.validation import MAX_KEYS_PER_CALL, positive_seconds, whole_number
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_GENERATION_TIMEOUT = 120.0
@@ -59,8 +62,6 @@ PREPARE_FOR_LOOKUPS_SQL = """
 """
 MISSING = object()
 NO_HITS: Mapping[Any, PriceReference | None] = MappingProxyType({})
-# How many keys' canonical forms to remember (about 400 bytes each; see `remembered_key`).
-REMEMBERED_KEYS = 16_384
 
 # A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
 GET_SQL = f"""
@@ -148,13 +149,11 @@ class PricingLookup:
         self._settings = settings_of(engine)
         self._open_read = driver_connector(engine)
         size = getattr(engine.pool, "size", lambda: DEFAULT_POOL_SIZE)()
-        self._pool_size = non_negative_int(
-            "pool_size", pool_size if pool_size is not None else size
+        self._pool_size = whole_number(
+            "pool_size", pool_size if pool_size is not None else size, minimum=1, maximum=1_000
         )
-        if self._pool_size == 0:
-            raise InvalidValueError("pool_size", "must be at least 1")
         self._pool_timeout = positive_seconds("pool_timeout", pool_timeout)
-        cache_size = non_negative_int("cache_size", cache_size)
+        cache_size = whole_number("cache_size", cache_size, maximum=100_000_000)
         self._listen_settings = settings_of(listen_to) if listen_to else self._settings
         self._open_primary = driver_connector(listen_to) if listen_to else self._open_read
         if cache_size and self._listen_settings.pgbouncer:
@@ -180,10 +179,13 @@ class PricingLookup:
         self._pool: ReadPool | None = None
         self._listener: ChangeListener | None = None
         self._generator = checked_generator(generator) if generator is not None else None
+        # Per lookup, so that close() lets go of what they hold.
+        self._canonical = CanonicalKeys()
+        self._parse_list = list_parser()
         self._generation_timeout = positive_seconds("generation_timeout", generation_timeout)
-        self._max_generations = non_negative_int("max_generations", max_generations)
-        if self._max_generations == 0:
-            raise InvalidValueError("max_generations", "must be at least 1")
+        self._max_generations = whole_number(
+            "max_generations", max_generations, minimum=1, maximum=100_000
+        )
         self._primary: ReadPool | None = None
         self._generations: Generations | None = None
 
@@ -267,6 +269,8 @@ class PricingLookup:
         generations, self._generations = self._generations, None
         if generations is not None:
             await generations.close()
+        self._canonical.clear()
+        self._parse_list.cache_clear()
         pool, self._pool = self._pool, None
         primary, self._primary = self._primary, None
         for each in {id(pool): pool, id(primary): primary}.values():
@@ -284,7 +288,7 @@ class PricingLookup:
             SchemaNotMigratedError: if the tables are missing.
         """
         spelled = (brand, group, model)
-        try:  # keyed as passed: a hit needs no canonicalising
+        try:  # entries are keyed canonically: a hit in that spelling needs no more work
             hit = self._hits.get(spelled, MISSING)
         except TypeError:  # unhashable, so certainly not a valid key
             hit = MISSING
@@ -292,22 +296,30 @@ class PricingLookup:
             self._hit_count += 1
             self._touch(spelled)  # type: ignore[misc]
             return hit  # type: ignore[return-value]
+        key = self._canonical(brand, group, model)
+        if key != spelled and (hit := self._hits.get(key, MISSING)) is not MISSING:
+            self._hit_count += 1
+            self._touch(key)  # type: ignore[misc]
+            return hit  # type: ignore[return-value]
         self._miss_count += 1
-        key = canonical_lookup_key(brand, group, model)
         pool = self._pool or await self._started_pool()
         cache = self._cache
         if cache is None:
             row = await pool.fetchrow(GET_SQL, *key)
-            return reference_from_row(row, key[2]) if row is not None else None
+            return reference_from_row(row, key[2], self._parse_list) if row is not None else None
         token = cache.token(key)
         if self._on_standby:
             replayed, *columns = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
-            reference = reference_from_row(columns, key[2]) if columns[0] is not None else None
-            cache.put(spelled, key, reference, token, replayed)
+            reference = (
+                reference_from_row(columns, key[2], self._parse_list)
+                if columns[0] is not None
+                else None
+            )
+            cache.put(key, key, reference, token, replayed)
             return reference
         row = await pool.fetchrow(GET_SQL, *key)
-        reference = reference_from_row(row, key[2]) if row is not None else None
-        cache.put(spelled, key, reference, token)
+        reference = reference_from_row(row, key[2], self._parse_list) if row is not None else None
+        cache.put(key, key, reference, token)
         return reference
 
     async def get_or_generate(
@@ -335,7 +347,7 @@ class PricingLookup:
         reference = await self.get(brand, group, model)
         if reference is not None and (model is None or reference.model_found):
             return reference
-        key = canonical_brand, canonical_group, canonical_model = canonical_lookup_key(
+        key = canonical_brand, canonical_group, canonical_model = self._canonical(
             brand, group, model
         )
         missing: list[tuple[Kind, tuple[str, ...]]] = []
@@ -345,9 +357,9 @@ class PricingLookup:
             missing.append((MODEL, (canonical_brand, canonical_group, canonical_model)))
         generations = self._generations or await self._started_generations()
         await asyncio.gather(*(generations.ensure(kind, part, asked_at) for kind, part in missing))
-        return await self._read_stored((brand, group, model), key)
+        return await self._read_stored(key)
 
-    async def _read_stored(self, spelled: Key, key: Key) -> PriceReference:
+    async def _read_stored(self, key: Key) -> PriceReference:
         """The stored reference, read from the primary, which the generation wrote to."""
         cache = self._cache
         token = cache.token(key) if cache is not None else None
@@ -355,9 +367,9 @@ class PricingLookup:
         row = await self._primary.fetchrow(GET_SQL, *key)
         if row is None:
             raise LookupError("the generated row was deleted before it could be read")
-        reference = reference_from_row(row, key[2])
+        reference = reference_from_row(row, key[2], self._parse_list)
         if cache is not None and token is not None:
-            cache.put(spelled, key, reference, token)
+            cache.put(key, key, reference, token)
         return reference
 
     async def _started_generations(self) -> Generations:
@@ -400,14 +412,13 @@ class PricingLookup:
         hits = self._hits
         found: dict[Any, PriceReference | None] = {}
         misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
-        for position, key in enumerate(keys):
+        for position, key in enumerate(listed_keys(keys)):
             # First, so that a key that is no tuple of strings fails here, hashable or not.
-            canonical = canonical_position(position, key)
-            spelled = padded(key)
-            hit = hits.get(spelled, MISSING)
+            canonical = self._canonical.at(position, key)
+            hit = hits.get(canonical, MISSING)
             if hit is not MISSING:
                 found[key] = hit  # type: ignore[assignment]
-                self._touch(spelled)  # type: ignore[misc]
+                self._touch(canonical)  # type: ignore[misc]
                 continue
             misses.append((key, canonical))
         self._hit_count += len(found)
@@ -434,11 +445,11 @@ class PricingLookup:
         by_key: dict[Key, PriceReference] = {}
         for row in rows:
             key = distinct[row[0] - 1]
-            by_key[key] = reference_from_row(row, key[2])
+            by_key[key] = reference_from_row(row, key[2], self._parse_list)
         for original, canonical in misses:
             reference = found[original] = by_key.get(canonical)
             if cache is not None:
-                cache.put(padded(original), canonical, reference, tokens[canonical], replayed)
+                cache.put(canonical, canonical, reference, tokens[canonical], replayed)
 
     async def _started_pool(self) -> ReadPool:
         await self.start()
@@ -472,47 +483,18 @@ async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any
     return connection
 
 
-def padded(key: Sequence[Any]) -> tuple[Any, ...]:
-    """A two-part key with its model (None) made explicit, so both spellings share entries."""
-    return (key[0], key[1], None) if len(key) == 2 else tuple(key)
-
-
-def canonical_lookup_key(brand: object, group: object, model: object) -> Key:
-    """Trim and NFC-normalise a key as every write does.
+def listed_keys(keys: object) -> list[Any]:
+    """The keys of a `get_many` call, as a list of bounded length.
 
     Raises:
-        InvalidValueError: if a part is not a valid key.
+        InvalidValueError: if `keys` is not an iterable of at most MAX_KEYS_PER_CALL keys.
     """
-    try:
-        return remembered_key(brand, group, model)
-    except TypeError:  # an unhashable part, so not a string: let the rules say so
-        return canonicalised(brand, group, model)
-
-
-def canonicalised(brand: object, group: object, model: object) -> Key:
-    """The canonical key, worked out afresh."""
-    return (
-        BRAND_GROUP_RULES["brand"]("brand", brand),
-        BRAND_GROUP_RULES["group_name"]("group_name", group),
-        None if model is None else MODEL_RULES["model"]("model", model),
-    )
-
-
-# The pricing algorithm asks for the same few thousand keys again and again: their
-# canonical forms are remembered (invalid keys, which raise, are not). About 0.9 µs saved
-# a key, some 7% of a key's share of get_many's batch on `make bench` (under 1% of get).
-remembered_key = lru_cache(maxsize=REMEMBERED_KEYS, typed=True)(canonicalised)
-
-
-def canonical_position(position: int, key: object) -> Key:
-    """The canonical form of `keys[position]`.
-
-    Raises:
-        InvalidValueError: naming the position, if the key is not valid.
-    """
-    if not isinstance(key, tuple) or len(key) not in (2, 3):
-        raise InvalidValueError(f"keys[{position}]", "must be a (brand, group[, model]) tuple")
-    try:
-        return canonical_lookup_key(*padded(key))
-    except InvalidValueError as error:
-        raise InvalidValueError(f"keys[{position}].{error.field}", error.rule) from None
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise InvalidValueError(
+            "keys",
+            f"must be an iterable of (brand, group[, model]) tuples, not {type(keys).__name__}",
+        )
+    listed = list(itertools.islice(keys, MAX_KEYS_PER_CALL + 1))
+    if len(listed) > MAX_KEYS_PER_CALL:
+        raise InvalidValueError("keys", f"must be at most {MAX_KEYS_PER_CALL} keys per call")
+    return listed

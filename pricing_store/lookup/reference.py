@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import _lru_cache_wrapper, lru_cache
 from typing import Any
 
 # A Brand×Group without a matching model row prices at the neutral coefficient.
@@ -49,13 +49,22 @@ REFERENCE_COLUMNS = """
 PARSED_LISTS = 16_384
 
 
-@lru_cache(maxsize=PARSED_LISTS)
+ListParser = Callable[[str], tuple[str, ...]]
+
+
 def strings_of(json_text: str) -> tuple[str, ...]:
     """The strings of a JSONB array as the server sent it."""
     return tuple(json.loads(json_text))
 
 
-def reference_from_row(row: Sequence[Any], model: str | None) -> PriceReference:
+def list_parser() -> _lru_cache_wrapper[tuple[str, ...]]:
+    """A parser that remembers the last PARSED_LISTS lists (one per lookup: `cache_clear`)."""
+    return lru_cache(maxsize=PARSED_LISTS)(strings_of)
+
+
+def reference_from_row(
+    row: Sequence[Any], model: str | None, strings_of: ListParser = strings_of
+) -> PriceReference:
     """Build the reference from a row of REFERENCE_COLUMNS (at the row's end)."""
     brand, group, price, sensitivity, origins, decades, trends, coefficient, features = row[-9:]
     found = coefficient is not None  # else no model row: the neutral coefficient

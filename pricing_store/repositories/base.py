@@ -24,7 +24,7 @@ from pricing_store.repositories.statements import (
     table_of,
     upsert_returning_row,
 )
-from pricing_store.validation import non_negative_int
+from pricing_store.validation import MAX_PAGE_SIZE, whole_number
 
 ModelT = TypeVar("ModelT", bound=KeyedModel)
 Generate: TypeAlias = Callable[[], Awaitable[Any]]
@@ -124,13 +124,14 @@ class Repository(Generic[ModelT]):
         """Return a page of rows, newest first; the order ends in `id` so pages never overlap.
 
         Raises:
-            InvalidValueError: if `limit` or `offset` is not a non-negative integer.
+            InvalidValueError: if `limit` is not an integer from 0 to 100,000, or `offset`
+                not a non-negative one.
         """
         statement = (
             select(self.model_type)
             .order_by(*newest_first(self.model_type))
-            .limit(non_negative_int("limit", limit))
-            .offset(non_negative_int("offset", offset))
+            .limit(whole_number("limit", limit, maximum=MAX_PAGE_SIZE))
+            .offset(whole_number("offset", offset))
         )
         return list(await self.session.scalars(statement))
 
@@ -143,11 +144,10 @@ class Repository(Generic[ModelT]):
         rows inserted meanwhile are neither skipped nor repeated.
 
         Raises:
-            InvalidValueError: if `limit` is not a positive integer or `after` is not a
-                cursor from `get_page`.
+            InvalidValueError: if `limit` is not an integer from 1 to 100,000 or `after` is
+                not a cursor from `get_page`.
         """
-        if non_negative_int("limit", limit) == 0:
-            raise InvalidValueError("limit", "must be at least 1")
+        whole_number("limit", limit, minimum=1, maximum=MAX_PAGE_SIZE)
         model = self.model_type
         columns = table_of(model).c
         statement = select(model).order_by(*newest_first(model))
@@ -165,7 +165,7 @@ class Repository(Generic[ModelT]):
         """Yield every row, newest first, reading `batch_size` rows per query (keyset pages).
 
         Raises:
-            InvalidValueError: if `batch_size` is not a positive integer.
+            InvalidValueError: if `batch_size` is not an integer from 1 to 100,000.
         """
         page = await self.get_page(batch_size)
         while True:

@@ -31,6 +31,7 @@ from pricing_store.repositories.statements import (
     table_of,
     updatable_fields,
 )
+from pricing_store.validation import MAX_PAGE_SIZE, whole_number
 
 DEFAULT_BATCH_SIZE = 10_000
 STAGING = "pricing_store_staging"
@@ -60,8 +61,7 @@ async def bulk_upsert(
         InvalidValueError: naming the item's position and field, if any item is invalid;
             nothing is written then.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidValueError("batch_size", "must be a positive integer")
+    whole_number("batch_size", batch_size, minimum=1, maximum=MAX_PAGE_SIZE)
     await session.flush()
     async with session.begin_nested():
         connection = await session.connection()
