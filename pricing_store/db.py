@@ -38,6 +38,7 @@ CONNECT_TIMEOUT = 10.0
 UNREACHABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
@@ -53,8 +54,20 @@ class DriverSettings:
     pgbouncer: bool = False
 
     def dsn(self) -> str:
-        """The URL as asyncpg's own connect() reads it (with its password: never print it)."""
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        """The URL as asyncpg's own connect() reads it (with its password: never print it).
+
+        Several hosts go into the host part, comma-separated, as libpq and asyncpg read
+        them (asyncpg keeps only the last of repeated `?host=` parameters).
+        """
+        hosts = hosts_of(self.url)
+        if len(hosts) < 2:
+            return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        rest = dict(self.url.query)
+        del rest["host"]
+        text = self.url.set(drivername="postgresql", host=None, port=None, query=rest)
+        scheme, _, after = text.render_as_string(hide_password=False).partition("://")
+        userinfo, at, tail = after.rpartition("@")
+        return f"{scheme}://{userinfo}{at}{','.join(hosts)}{tail}"
 
     def where(self) -> str:
         """Host and database, for messages; never the password."""
@@ -78,7 +91,7 @@ def database_url(url: str | URL | None = None) -> URL:
     if not raw:
         raise InvalidValueError("url", f"no URL given and {DATABASE_URL_VARIABLE} is not set")
     try:
-        parsed = make_url(raw)
+        parsed = make_url(with_hosts_in_query(raw) if isinstance(raw, str) else raw)
         parsed.port  # noqa: B018 (parsed lazily: a bad port raises here)
     except (ArgumentError, ValueError):
         raise InvalidValueError(
@@ -88,7 +101,35 @@ def database_url(url: str | URL | None = None) -> URL:
         raise InvalidValueError(
             "url", f"must be a PostgreSQL URL (postgresql://...), not {parsed.drivername}://"
         )
+    if len(hosts_of(parsed)) > 1 and "target_session_attrs" not in parsed.query:
+        # Writes, LISTEN and leases must reach the primary, wherever it is now.
+        parsed = parsed.update_query_dict({"target_session_attrs": "read-write"})
     return parsed.set(drivername=ASYNC_DRIVER)
+
+
+# libpq's multi-host form: `scheme://[user[:password]@]host1[:port1],host2[:port2][/db][?...]`.
+LIBPQ_HOSTS = re.compile(
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^@/?]*@)?(?P<hosts>[^/?@]*,[^/?@]*)(?P<rest>[/?].*)?$",
+    re.IGNORECASE,
+)
+
+
+def with_hosts_in_query(raw: str) -> str:
+    """Libpq's comma-separated hosts as SQLAlchemy spells them: `?host=h1:p1&host=h2:p2`."""
+    found = LIBPQ_HOSTS.match(raw)
+    if found is None:
+        return raw
+    path, _, query = (found["rest"] or "/").partition("?")
+    hosts = "&".join(f"host={host}" for host in found["hosts"].split(",") if host)
+    return f"{found['scheme']}{found['user'] or ''}{path}?{hosts}{'&' + query if query else ''}"
+
+
+def hosts_of(url: URL) -> tuple[str, ...]:
+    """The URL's `host:port` entries: one, or several for a multi-host URL."""
+    listed = url.query.get("host")
+    if isinstance(listed, tuple):
+        return listed
+    return (listed,) if listed else ((url.host or "",))
 
 
 def driver_settings(url: str | URL | None = None, *, pgbouncer: bool = False) -> DriverSettings:

@@ -18,7 +18,12 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 # Failures with no SQLSTATE that still mean the connection is gone. (Not every OSError: a
 # caller's generator or iterable may raise those of its own.)
-LOST_CONNECTION = (asyncpg.InterfaceError, ConnectionError, ssl.SSLError)
+LOST_CONNECTION = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no host is (yet) the primary
+    ConnectionError,
+    ssl.SSLError,
+)
 
 UNIQUE_VIOLATION = "23505"
 CHECK_VIOLATION = "23514"
@@ -82,6 +87,7 @@ class DatabaseTimeoutError(PricingStoreError, TimeoutError):
 UNAVAILABLE_CLASSES = ("08", "28")  # connection exceptions, authorization failures
 UNAVAILABLE_STATES = {
     "3D000": "no such database",
+    "25006": "the server is read-only (a standby, or failing over)",
     "57P01": "the server is shutting down",
     "57P02": "the server crashed",
     "57P03": "the server is starting up or shutting down",
@@ -145,7 +151,8 @@ def translate(error: BaseException, where: str = "the database") -> PricingStore
 
 def host_and_database(url: Any) -> str:
     """Host, port and database of a URL, for messages; never the password."""
-    host = url.host or url.query.get("host") or "localhost"
+    listed = url.query.get("host")
+    host = url.host or (",".join(listed) if isinstance(listed, tuple) else listed) or "localhost"
     port = f":{url.port}" if url.port else ""
     return f"{host}{port}/{url.database or ''}"
 

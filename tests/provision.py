@@ -61,6 +61,7 @@ class OwnServer:
         self.url = database_url(self._server.get_uri())
         self._socket_directory = str(self.url.query["host"])
         self.running = True
+        self.port: int | None = None  # the TCP port (and socket name) once restarted on one
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server as a shutdown would (`immediate`: as a crash would)."""
@@ -70,6 +71,7 @@ class OwnServer:
     def start(self, tcp_port: int | None = None) -> None:
         """Start it again on the same socket, and on 127.0.0.1:`tcp_port` if given."""
         listen = f"-h 127.0.0.1 -p {tcp_port}" if tcp_port else "-h ''"
+        self.port = tcp_port
         self._pg_ctl(
             "-w",
             "-o",
@@ -96,15 +98,15 @@ class OwnServer:
     def _pg_ctl(self, *arguments: str) -> None:
         self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._server.system_user)
 
-    def standby(self, directory: Path) -> Standby:
+    def standby(self, directory: Path, tcp_port: int | None = None) -> Standby:
         """A streaming standby of this server in `directory`, made with `pg_basebackup -R`."""
-        return Standby(self, directory)
+        return Standby(self, directory, tcp_port)
 
 
 class Standby:
     """A hot standby streaming from an OwnServer, on a socket of its own."""
 
-    def __init__(self, primary: OwnServer, directory: Path) -> None:
+    def __init__(self, primary: OwnServer, directory: Path, tcp_port: int | None = None) -> None:
         self._embedded = primary._embedded
         self._user = primary._server.system_user
         self._data = directory / "standby"
@@ -118,15 +120,29 @@ class Standby:
             owner = pwd.getpwnam(self._user)
             os.chown(self._data, owner.pw_uid, owner.pw_gid)
         source = ["-h", primary._socket_directory, "-U", primary.url.username or "postgres"]
+        if primary.port is not None:
+            source += ["-p", str(primary.port)]
         self._embedded.pg_basebackup(
             ["-D", str(self._data), "-R", "-X", "stream", "-c", "fast", *source], user=self._user
         )
-        self._pg_ctl("-w", "-o", f"-h '' -k {sockets}", "-l", str(sockets / "log"), "start")
-        self.url = primary.url.set(query={"host": str(sockets)})
+        listen = f"-h 127.0.0.1 -p {tcp_port}" if tcp_port else "-h ''"
+        self._pg_ctl("-w", "-o", f"{listen} -k {sockets}", "-l", str(sockets / "log"), "start")
+        self.url = (
+            primary.url.set(host="127.0.0.1", port=tcp_port, query={})
+            if tcp_port
+            else primary.url.set(query={"host": str(sockets)})
+        )
+        self.running = True
+
+    def promote(self) -> None:
+        """Make it a primary, as a failover does."""
+        self._pg_ctl("-w", "promote")
 
     def close(self) -> None:
         """Stop it (its folder goes with the test's)."""
-        self._pg_ctl("-w", "-m", "immediate", "stop")
+        if self.running:
+            self._pg_ctl("-w", "-m", "immediate", "stop")
+            self.running = False
 
     def _pg_ctl(self, *arguments: str) -> None:
         self._embedded.pg_ctl(list(arguments), pgdata=self._data, user=self._user)

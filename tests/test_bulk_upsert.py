@@ -205,7 +205,7 @@ async def test_invalid_items_name_their_position_and_field(session: AsyncSession
                 {"brand": "a", "group_name": "b", "model": "S", "expected_features": ["\ud83d"]},
             ]
         )
-    with pytest.raises(InvalidValueError, match=r"^batch_size: must be a positive integer"):
+    with pytest.raises(InvalidValueError, match=r"^batch_size: must be at least 1, got 0"):
         await repository.bulk_upsert([model()], batch_size=0)
     assert await repository.count() == 0
 

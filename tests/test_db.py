@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing_store import InvalidValueError, create_engine, create_session_factory
-from pricing_store.db import database_url
+from pricing_store import InvalidValueError, PricingLookup, create_engine, create_session_factory
+from pricing_store.db import database_url, driver_settings
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,27 @@ async def test_session_factory_keeps_objects_readable_after_commit(engine: Async
 
     assert value == 1
     assert factory.kw["expire_on_commit"] is False
+
+
+def test_libpqs_and_sqlalchemys_multi_host_urls_mean_the_same() -> None:
+    libpq = database_url("postgresql://u:secret@h1:5433,h2:5434/pricing")
+    sqlalchemy = database_url("postgresql+asyncpg://u:secret@/pricing?host=h1:5433&host=h2:5434")
+    assert libpq == sqlalchemy
+    assert libpq.query["target_session_attrs"] == "read-write"  # writes find the primary
+    settings = driver_settings("postgresql://u:secret@h1:5433,h2:5434/pricing")
+    assert settings.dsn() == (
+        "postgresql://u:secret@h1:5433,h2:5434/pricing?target_session_attrs=read-write"
+    )
+    assert settings.where() == "h1:5433,h2:5434/pricing"
+    chosen = database_url("postgresql://h1,h2/pricing?target_session_attrs=any")
+    assert chosen.query["target_session_attrs"] == "any"  # as the user said
+
+
+async def test_a_caching_lookup_refuses_a_multi_host_url_that_may_reach_a_standby() -> None:
+    anywhere = create_engine("postgresql://h1:5433,h2:5434/pricing?target_session_attrs=any")
+    try:
+        with pytest.raises(InvalidValueError, match="target_session_attrs=read-write"):
+            PricingLookup(anywhere, cache_size=10)
+        PricingLookup(anywhere)  # uncached reads may go to any server
+    finally:
+        await anywhere.dispose()

@@ -24,6 +24,8 @@ CONNECTION_LOST = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    # A write reached a server that is a standby now: a fresh connection finds the primary.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     OSError,

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from pricing_store.errors import GenerationTimeoutError, InvalidValueError
+from pricing_store.errors import (
+    DatabaseUnavailableError,
+    GenerationTimeoutError,
+    InvalidValueError,
+)
 from pricing_store.lookup.connections import ReadPool
 from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
@@ -29,6 +33,8 @@ from pricing_store.repositories.statements import insert_or_select, table_of
 RECHECK_EVERY = 0.5
 # Seconds a failed generation is remembered, for the callers that asked before it failed.
 KEEP_FAILURES = 60.0
+# Seconds a generated row's store is retried while the server is unreachable (a failover).
+STORE_RETRY_SECONDS = 30.0
 
 GeneratedKey = tuple[str, ...]
 
@@ -161,7 +167,8 @@ class Generations:
                     try:
                         # Stored by the previous holder just before it let go?
                         if not await self._stored(kind, key):
-                            await self._store(kind, key, await self._call(kind, key))
+                            generated = await self._call(kind, key)
+                            await self._store_through_outages(kind, key, generated)
                     finally:
                         await self._leases.release(lease)
                     return
@@ -198,6 +205,24 @@ class Generations:
             raise InvalidValueError(field, error.rule) from None
         statement = insert_or_select(kind.model_type, frozenset(values))
         await self._pool.fetchrow(statement.sql, *statement.arguments(values))
+
+    async def _store_through_outages(
+        self, kind: Kind, key: GeneratedKey, generated: object
+    ) -> None:
+        """Store what the generator made, retrying while the server cannot be reached.
+
+        A failover takes seconds; the LLM call it would waste took as long and costs money,
+        and running it again would generate the key twice.
+        """
+        deadline = time.monotonic() + STORE_RETRY_SECONDS
+        while True:
+            try:
+                await self._store(kind, key, generated)
+                return
+            except DatabaseUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(RECHECK_EVERY)
 
     async def _wait(self, table: str, key: GeneratedKey) -> None:
         """Until a change to the key is heard of, or `RECHECK_EVERY` seconds at most."""

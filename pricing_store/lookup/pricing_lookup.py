@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.db import DriverSettings, driver_connector, settings_of
+from pricing_store.db import DriverSettings, driver_connector, hosts_of, settings_of
 from pricing_store.errors import InvalidValueError, raise_translated
 from pricing_store.lookup.cache import (
     DEFAULT_LISTEN_TIMEOUT,
@@ -155,6 +155,8 @@ class PricingLookup:
         self._pool_timeout = positive_seconds("pool_timeout", pool_timeout)
         cache_size = whole_number("cache_size", cache_size, maximum=100_000_000)
         self._listen_settings = settings_of(listen_to) if listen_to else self._settings
+        if cache_size or generator is not None:
+            require_read_write(self._listen_settings)
         self._open_primary = driver_connector(listen_to) if listen_to else self._open_read
         if cache_size and self._listen_settings.pgbouncer:
             raise InvalidValueError(
@@ -498,3 +500,19 @@ def listed_keys(keys: object) -> list[Any]:
     if len(listed) > MAX_KEYS_PER_CALL:
         raise InvalidValueError("keys", f"must be at most {MAX_KEYS_PER_CALL} keys per call")
     return listed
+
+
+def require_read_write(settings: DriverSettings) -> None:
+    """Refuse a multi-host URL that may reach a standby for LISTEN, leases and stores.
+
+    Raises:
+        InvalidValueError: naming the setting that would make it reach the primary.
+    """
+    wanted = settings.url.query.get("target_session_attrs", "read-write")
+    if len(hosts_of(settings.url)) > 1 and wanted not in ("read-write", "primary"):
+        raise InvalidValueError(
+            "listen_to",
+            f"lists several hosts with target_session_attrs={wanted}: changes are heard, "
+            "and generated rows written, on the primary; pass an engine whose URL says "
+            "target_session_attrs=read-write",
+        )
