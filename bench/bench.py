@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import print_table
 from bench.reads import bench_reads
-from bench.writes import bench_bulk, bench_single_upsert, copy_ratio
+from bench.writes import bench_bulk, bench_single_upsert, copy_ratio, core_ratio
 from pricing_store import create_engine
 from tests.conftest import alembic_config
 from tests.provision import postgres_server, server_source, throwaway_database
@@ -58,6 +58,7 @@ async def main() -> None:
             reads = await bench_reads(url)
             print_table(writes + reads)
             print(copy_ratio(writes))
+            print(core_ratio(writes))
 
 
 if __name__ == "__main__":
