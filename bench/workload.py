@@ -6,6 +6,12 @@ process commits upserts of existing keys at 20/s. The same load runs twice: thro
 `PricingLookup` (cached, generation outside any transaction), then through the
 repositories' in-transaction `get_or_generate` (the contender). `--json` prints the numbers
 as JSON instead of the table; `--seconds N` shortens the steady load.
+
+`--failover` runs the `PricingLookup` load instead on a primary and a synchronous standby of
+its own, named together in one multi-host URL: a third of the way in, the primary is
+stopped as a crash would stop it, and a second later the standby is promoted. The table
+then says how soon every process was served again, what errors callers saw, and whether
+any committed write was lost or any key generated twice.
 """
 
 from __future__ import annotations
@@ -34,11 +40,21 @@ from sqlalchemy.engine import URL
 from bench.bench import migrated
 from pricing_store import (
     BrandGroupRepository,
+    DatabaseUnavailableError,
     PricingLookup,
     create_engine,
     create_session_factory,
 )
-from tests.provision import asyncpg_dsn, postgres_server, server_source, throwaway_database
+from pricing_store.db import database_url, driver_settings
+from tests.provision import (
+    OwnServer,
+    Standby,
+    asyncpg_dsn,
+    free_port,
+    postgres_server,
+    server_source,
+    throwaway_database,
+)
 
 SERVICES = 4
 BRAND_GROUPS = 20_000
@@ -123,6 +139,7 @@ async def service(url: str, scenario: str, start_at: float, seconds: float, inde
     latencies = {"hit": array.array("d"), "generated": array.array("d")}
     last_served: dict[tuple[int, int], float] = {}  # (number, version) -> latest start
     errors: dict[str, int] = {}
+    last_unavailable_at = 0.0
     lookups = 0
 
     async def generate_in_transaction(number: int) -> tuple[str, ...]:
@@ -146,7 +163,7 @@ async def service(url: str, scenario: str, start_at: float, seconds: float, inde
     deadline = start_at + seconds
 
     async def worker(seed: int) -> None:
-        nonlocal lookups
+        nonlocal lookups, last_unavailable_at
         keys = ZipfKeys(seed)
         while (started := time.time()) < deadline:
             number = keys.next()
@@ -154,6 +171,9 @@ async def service(url: str, scenario: str, start_at: float, seconds: float, inde
                 trends = await price(number)
             except Exception as error:
                 errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                if isinstance(error, DatabaseUnavailableError):
+                    last_unavailable_at = time.time()
+                    await asyncio.sleep(0.05)  # as a service backs off, not spinning
                 continue
             took = time.time() - started
             waited = number in missing and number not in served_once
@@ -178,6 +198,7 @@ async def service(url: str, scenario: str, start_at: float, seconds: float, inde
         "generator_calls": llm.calls,
         "requested_missing": sorted(served_once & missing),
         "errors": errors,
+        "last_unavailable_at": last_unavailable_at,
         "hits": stats.hits,
         "misses": stats.misses,
         "last_served": [[number, v, at] for (number, v), at in last_served.items()],
@@ -191,26 +212,31 @@ async def writer(url: str, start_at: float, seconds: float) -> Any:
     missing = missing_numbers()
     keys = ZipfKeys(SEED - 1, [n for n in range(BRAND_GROUPS) if n not in missing])
     commits: list[list[float]] = []
+    unavailable = 0
     await asyncio.sleep(max(0.0, start_at - time.time()))
     version = 0
     next_write = start_at
     while (now := time.time()) < start_at + seconds:
         await asyncio.sleep(max(0.0, next_write - now))
-        next_write += 1 / WRITES_PER_SECOND
+        next_write = max(next_write + 1 / WRITES_PER_SECOND, time.time())
         version += 1
         number = keys.next()
-        async with sessions.begin() as session:
-            await BrandGroupRepository(session).upsert(
-                {
-                    "brand": brand(number),
-                    "group_name": "jeans",
-                    "base_price": 25,
-                    "expected_trends": [f"v{version}"],
-                }
-            )
+        try:
+            async with sessions.begin() as session:
+                await BrandGroupRepository(session).upsert(
+                    {
+                        "brand": brand(number),
+                        "group_name": "jeans",
+                        "base_price": 25,
+                        "expected_trends": [f"v{version}"],
+                    }
+                )
+        except DatabaseUnavailableError:
+            unavailable += 1  # not committed: it may not be found later, nor need be
+            continue
         commits.append([number, version, time.time()])
     await engine.dispose()
-    return {"commits": commits}
+    return {"commits": commits, "unavailable": unavailable}
 
 
 async def load(url: URL) -> None:
@@ -249,10 +275,13 @@ async def peak_connections(url: URL, until: asyncio.Event) -> dict[str, int]:
     return peaks
 
 
-async def run_processes(url: URL, scenario: str, seconds: float) -> dict[str, Any]:
+async def run_processes(
+    url: URL, scenario: str, seconds: float, failover: Failover | None = None
+) -> dict[str, Any]:
     """Start the services and the writer together; gather what each reports."""
     start_at = time.time() + 3.0  # every process connected and ready by then
     url_text = url.render_as_string(hide_password=False)
+    promoted: asyncio.Task[float] | None = None
     with tempfile.TemporaryDirectory(prefix="pricing-store-workload-") as directory:
         outputs = [Path(directory) / f"{n}.json" for n in range(SERVICES + 1)]
         commands = [
@@ -267,14 +296,20 @@ async def run_processes(url: URL, scenario: str, seconds: float) -> dict[str, An
             for command in commands
         ]
         done = asyncio.Event()
-        sampling = asyncio.create_task(peak_connections(url, done))
+        if failover is None:
+            sampling = asyncio.create_task(peak_connections(url, done))
+        else:
+            promoted = asyncio.create_task(failover.run(start_at + seconds / 3))
         codes = await asyncio.gather(*(process.wait() for process in processes))
         done.set()
-        peaks = await sampling
+        peaks = await sampling if failover is None else {}
         if any(codes):
             raise SystemExit(f"a workload process failed: exit codes {codes}")
         reports = [json.loads(output.read_text()) for output in outputs]
-    return summarise(reports[:-1], reports[-1], peaks, seconds)
+    summary = summarise(reports[:-1], reports[-1], peaks, seconds)
+    if failover is not None and promoted is not None:
+        summary.update(await failover.outcome(await promoted, reports[:-1], reports[-1]))
+    return summary
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -340,8 +375,8 @@ def summarise(
         "most_calls_for_one_key": max(calls.values(), default=0),
         "errors": sum(errors.values()),
         "errors_by_kind": errors,
-        "peak_connections": peaks["connections"],
-        "peak_idle_in_transaction": peaks["idle_in_transaction"],
+        "peak_connections": peaks.get("connections"),
+        "peak_idle_in_transaction": peaks.get("idle_in_transaction"),
         "cache_hit_rate": hits / (hits + misses) if hits + misses else None,
         "writes_committed": len(writer_report["commits"]),
         "staleness_ms": staleness(services, writer_report["commits"]) * 1000,
@@ -368,6 +403,11 @@ ROWS = [
     ("writes committed", "writes_committed", "{}"),
     ("staleness, longest (ms)", "staleness_ms", "{:.0f}"),
 ]
+FAILOVER_ROWS = [
+    ("served again after promotion (s, goal < 5)", "resumed_after_promotion_s", "{:.2f}"),
+    ("committed writes lost (goal 0)", "writes_lost", "{}"),
+    ("most generator calls for one key (goal 1)", "most_calls_for_one_key", "{}"),
+]
 
 
 def cell(value: Any, style: str | None) -> str:
@@ -383,7 +423,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     """One column per scenario."""
     names = list(results)
     print(f"{'':<44}" + "".join(f"{name:>28}" for name in names))
-    for label, field, style in ROWS:
+    rows = ROWS + [row for row in FAILOVER_ROWS if all(row[1] in results[n] for n in names)]
+    for label, field, style in rows:
         print(f"{label:<44}" + "".join(f"{cell(results[n][field], style):>28}" for n in names))
     errors = {
         name: result["errors_by_kind"] for name, result in results.items() if result["errors"]
@@ -395,6 +436,9 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 async def main(arguments: argparse.Namespace) -> None:
     """Both scenarios on a throwaway database of the server the benchmarks use."""
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    if arguments.failover:
+        await main_with_failover(arguments)
+        return
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_workload") as url:
             version = await migrated(url)
@@ -420,6 +464,110 @@ async def main(arguments: argparse.Namespace) -> None:
     print_table(results)
 
 
+class Failover:
+    """A primary and a synchronous standby of the workload's own, on a multi-host URL."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.chmod(0o755)  # the embedded server may run as another user
+        self.primary = OwnServer(directory)
+        self.primary.stop()
+        primary_port, standby_port = free_port(), free_port()
+        self.primary.start(tcp_port=primary_port)
+        self.standby: Standby | None = None
+        self.standby_port = standby_port
+        user = self.primary.url.username or "postgres"
+        self.url = database_url(
+            f"postgresql://{user}@127.0.0.1:{primary_port},127.0.0.1:{standby_port}/"
+            f"{self.primary.url.database}"
+        )
+        self.directory = directory
+
+    def replicate(self) -> None:
+        """Start the standby from a base backup of the primary (after the data is loaded)."""
+        self.standby = self.primary.standby(self.directory, tcp_port=self.standby_port)
+
+    async def run(self, crash_at: float) -> float:
+        """Crash the primary at `crash_at`, promote the standby a second later; when."""
+        await asyncio.sleep(max(0.0, crash_at - time.time()))
+        await asyncio.to_thread(self.primary.stop, "immediate")
+        await asyncio.sleep(1.0)
+        assert self.standby is not None
+        await asyncio.to_thread(self.standby.promote)
+        return time.time()
+
+    async def outcome(
+        self, promoted: float, services: list[dict[str, Any]], writer_report: dict[str, Any]
+    ) -> dict[str, Any]:
+        """How soon every service was served again; committed writes missing afterwards."""
+        assert self.standby is not None
+        after = await asyncpg.connect(asyncpg_dsn(self.standby.url))
+        try:
+            stored = {
+                (int(row["brand"].split()[-1]), version_of(json.loads(row["trends"])))
+                for row in await after.fetch(
+                    "SELECT brand, expected_trends::text AS trends FROM public.brand_groups"
+                )
+            }
+        finally:
+            await after.close()
+        latest: dict[int, int] = {}
+        for number, version, _ in writer_report["commits"]:
+            latest[int(number)] = max(latest.get(int(number), 0), int(version))
+        return {
+            "resumed_after_promotion_s": max(
+                0.0, *(report["last_unavailable_at"] - promoted for report in services)
+            ),
+            "writes_lost": sum(
+                (number, version) not in stored for number, version in latest.items()
+            ),
+        }
+
+    def close(self) -> None:
+        """Stop both servers; their data goes with the directory."""
+        if self.standby is not None:
+            self.standby.close()
+        self.primary.close()
+
+
+async def main_with_failover(arguments: argparse.Namespace) -> None:
+    """The PricingLookup load through a crash of the primary and a promotion."""
+    with tempfile.TemporaryDirectory(prefix="pricing-store-failover-") as directory:
+        failover = Failover(Path(directory))
+        try:
+            version = await migrated(failover.url)
+            await load(failover.url)
+            await asyncio.to_thread(failover.replicate)
+            await synchronous(failover.url)
+            result = await run_processes(failover.url, "lookup", arguments.seconds, failover)
+        finally:
+            failover.close()
+    if arguments.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"PostgreSQL {version}, a primary and a synchronous standby of its own, "
+        f"{os.cpu_count()} cores; {SERVICES} services x {TASKS_PER_SERVICE} tasks, "
+        f"{arguments.seconds:g} s; primary crashed at a third, standby promoted 1 s later"
+    )
+    print("what this machine allows: resumption is bounded below by the promotion itself")
+    print_table({"PricingLookup through a failover": result})
+
+
+async def synchronous(url: URL) -> None:
+    """Make the primary's commits wait for the standby, and wait until it streams."""
+    admin = await asyncpg.connect(driver_settings(url).dsn())
+    try:
+        await admin.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await admin.execute("SELECT pg_reload_conf()")
+        for _ in range(100):
+            if await admin.fetchval("SELECT sync_state FROM pg_stat_replication") == "sync":
+                return
+            await asyncio.sleep(0.1)
+        raise SystemExit("the standby did not become synchronous")
+    finally:
+        await admin.close()
+
+
 def child(role: str, arguments: list[str]) -> None:
     """Run one service or the writer, writing its report as JSON to the last argument."""
     url, scenario, start_at, seconds, index, output = arguments
@@ -437,4 +585,7 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
         parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
         parser.add_argument("--seconds", type=float, default=SECONDS, help="steady load, seconds")
+        parser.add_argument(
+            "--failover", action="store_true", help="crash the primary a third of the way in"
+        )
         asyncio.run(main(parser.parse_args()))

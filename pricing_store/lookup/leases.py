@@ -89,8 +89,8 @@ class Leases:
                 return
             try:
                 await self._pool.fetch(RENEW_SQL, self._owner, LEASE_SECONDS)
-            except Exception:
-                logger.warning("pricing_store: leases not renewed; retrying", exc_info=True)
+            except Exception as error:
+                logger.warning("pricing_store: leases not renewed (%s); retrying", error)
 
     async def close(self) -> None:
         """Stop renewing and close the leases' connections; leases still held expire."""
