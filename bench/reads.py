@@ -68,7 +68,7 @@ class SeedBrandGroupRepository:
 class AdvancedAlchemyBrandGroups(SQLAlchemyAsyncRepository[BrandGroup]):  # type: ignore[misc]
     """advanced-alchemy's repository for the same model."""
 
-    model_type = BrandGroup
+    row_class = BrandGroup
 
 
 def keys() -> itertools.cycle[tuple[str, str, str]]:
@@ -211,7 +211,7 @@ async def bench_concurrent(url: URL, engine: Any) -> list[Line]:
     async def no_reset(connection: Any) -> None:
         """Nothing to reset: lookups leave no session state behind."""
 
-    # asyncpg's own pool without its per-release reset: what ReadPool would be replaced by.
+    # asyncpg's own pool without its per-release reset: what DriverPool would be replaced by.
     unreset = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=POOL, max_size=POOL, reset=no_reset
     )

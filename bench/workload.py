@@ -2,10 +2,9 @@
 
 Four service processes read Zipf-distributed Brand×Groups (20,000 keys, 2% of them missing
 at the start) through `get_or_generate`, with a fake LLM of 1-3 s latency, while a writer
-process commits upserts of existing keys at 20/s. The same load runs twice: through
-`PricingLookup` (cached, generation outside any transaction), then through the
-repositories' in-transaction `get_or_generate` (the contender). `--json` prints the numbers
-as JSON instead of the table; `--seconds N` shortens the steady load.
+process commits upserts of existing keys at 20/s, all through `PricingLookup` (cached,
+generation outside any transaction). `--json` prints the numbers as JSON instead of the
+table; `--seconds N` shortens the steady load.
 
 `--failover` runs the `PricingLookup` load instead on a primary and a synchronous standby of
 its own, named together in one multi-host URL: a third of the way in, the primary is
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +128,7 @@ def version_of(trends: tuple[str, ...] | list[str]) -> int:
     return int(trends[0][1:]) if trends and trends[0].startswith("v") else 0
 
 
-async def service(url: str, scenario: str, start_at: float, seconds: float, index: int) -> Any:
+async def service(url: str, start_at: float, seconds: float, index: int) -> Any:
     """One service process: TASKS_PER_SERVICE tasks pricing items until the time is up."""
     engine = create_engine(url, pool_timeout=10)
     llm = FakeLLM(SEED + index)
@@ -142,24 +140,12 @@ async def service(url: str, scenario: str, start_at: float, seconds: float, inde
     last_unavailable_at = 0.0
     lookups = 0
 
-    async def generate_in_transaction(number: int) -> tuple[str, ...]:
-        async with sessions.begin() as session:
-            row, _ = await BrandGroupRepository(session).get_or_generate(
-                brand(number), "jeans", generate=lambda: llm.brand_group(brand(number), "jeans")
-            )
-            return tuple(row.expected_trends)
-
-    sessions = create_session_factory(engine)
     lookup = PricingLookup(engine, cache_size=CACHE_SIZE, generator=llm)
 
-    async def through_lookup(number: int) -> tuple[str, ...]:
+    async def price(number: int) -> tuple[str, ...]:
         return (await lookup.get_or_generate(brand(number), "jeans")).expected_trends
 
-    price: Callable[[int], Awaitable[tuple[str, ...]]] = (
-        through_lookup if scenario == "lookup" else generate_in_transaction
-    )
-    if scenario == "lookup":
-        await lookup.start()
+    await lookup.start()
     deadline = start_at + seconds
 
     async def worker(seed: int) -> None:
@@ -276,7 +262,7 @@ async def peak_connections(url: URL, until: asyncio.Event) -> dict[str, int]:
 
 
 async def run_processes(
-    url: URL, scenario: str, seconds: float, failover: Failover | None = None
+    url: URL, seconds: float, failover: Failover | None = None
 ) -> dict[str, Any]:
     """Start the services and the writer together; gather what each reports."""
     start_at = time.time() + 3.0  # every process connected and ready by then
@@ -285,12 +271,10 @@ async def run_processes(
     with tempfile.TemporaryDirectory(prefix="pricing-store-workload-") as directory:
         outputs = [Path(directory) / f"{n}.json" for n in range(SERVICES + 1)]
         commands = [
-            ["service", url_text, scenario, str(start_at), str(seconds), str(n), str(outputs[n])]
+            ["service", url_text, str(start_at), str(seconds), str(n), str(outputs[n])]
             for n in range(SERVICES)
         ]
-        commands.append(
-            ["writer", url_text, "-", str(start_at), str(seconds), "-", str(outputs[-1])]
-        )
+        commands.append(["writer", url_text, str(start_at), str(seconds), "-", str(outputs[-1])])
         processes = [
             await asyncio.create_subprocess_exec(sys.executable, __file__, *command)
             for command in commands
@@ -434,7 +418,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 
 
 async def main(arguments: argparse.Namespace) -> None:
-    """Both scenarios on a throwaway database of the server the benchmarks use."""
+    """The load on a throwaway database of the server the benchmarks use."""
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     if arguments.failover:
         await main_with_failover(arguments)
@@ -442,13 +426,8 @@ async def main(arguments: argparse.Namespace) -> None:
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_workload") as url:
             version = await migrated(url)
-            results: dict[str, dict[str, Any]] = {}
-            for scenario, name in (
-                ("lookup", "PricingLookup"),
-                ("repository", "repository in transaction"),
-            ):
-                await load(url)
-                results[name] = await run_processes(url, scenario, arguments.seconds)
+            await load(url)
+            results = {"PricingLookup": await run_processes(url, arguments.seconds)}
     if arguments.json:
         print(json.dumps(results, indent=2))
         return
@@ -538,7 +517,7 @@ async def main_with_failover(arguments: argparse.Namespace) -> None:
             await load(failover.url)
             await asyncio.to_thread(failover.replicate)
             await synchronous(failover.url)
-            result = await run_processes(failover.url, "lookup", arguments.seconds, failover)
+            result = await run_processes(failover.url, arguments.seconds, failover)
         finally:
             failover.close()
     if arguments.json:
@@ -570,9 +549,9 @@ async def synchronous(url: URL) -> None:
 
 def child(role: str, arguments: list[str]) -> None:
     """Run one service or the writer, writing its report as JSON to the last argument."""
-    url, scenario, start_at, seconds, index, output = arguments
+    url, start_at, seconds, index, output = arguments
     if role == "service":
-        report = asyncio.run(service(url, scenario, float(start_at), float(seconds), int(index)))
+        report = asyncio.run(service(url, float(start_at), float(seconds), int(index)))
     else:
         report = asyncio.run(writer(url, float(start_at), float(seconds)))
     Path(output).write_text(json.dumps(report))

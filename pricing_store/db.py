@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from pricing_store.errors import (
+    CONNECTION_GONE,
     DatabaseUnavailableError,
     InvalidValueError,
     first_line,
@@ -34,15 +34,9 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 # Seconds to wait for a connection: a server that is gone should fail a call fast.
 CONNECT_TIMEOUT = 10.0
-# Errors that mean the server cannot be reached or dropped the connection.
-UNREACHABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-)
+# Errors that mean the server cannot be reached or dropped the connection: at connect time,
+# every OSError comes from the driver.
+UNREACHABLE: tuple[type[BaseException], ...] = (OSError, *CONNECTION_GONE)
 
 
 @dataclass(frozen=True)

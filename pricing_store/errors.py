@@ -16,18 +16,29 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
-# Failures with no SQLSTATE that still mean the connection is gone. (Not every OSError: a
-# caller's generator or iterable may raise those of its own.)
-LOST_CONNECTION = (
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no host is (yet) the primary
+_driver = asyncpg.exceptions
+
+# The driver's errors that mean the connection is gone or was never made: what a fresh
+# connection (or a failover) may cure. The one list; db.py and the lookup's pool add OSError,
+# which they know comes from the driver (a caller's generator may raise its own).
+CONNECTION_GONE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08
+    _driver.AdminShutdownError,  # 57P01
+    _driver.CrashShutdownError,  # 57P02
+    _driver.CannotConnectNowError,  # 57P03
+    _driver.TargetServerAttributeNotMatched,  # no listed host is (yet) the primary
+    asyncpg.InterfaceError,  # the connection is closed
     ConnectionError,
     ssl.SSLError,
 )
 
-UNIQUE_VIOLATION = "23505"
-CHECK_VIOLATION = "23514"
-NOT_NULL_VIOLATION = "23502"
+# SQLSTATEs the package acts on, as the driver's own classes name them.
+UNIQUE_VIOLATION = _driver.UniqueViolationError.sqlstate
+CHECK_VIOLATION = _driver.CheckViolationError.sqlstate
+NOT_NULL_VIOLATION = _driver.NotNullViolationError.sqlstate
+LOCK_NOT_AVAILABLE = _driver.LockNotAvailableError.sqlstate
+QUERY_CANCELED = _driver.QueryCanceledError.sqlstate
+UNDEFINED_TABLE = _driver.UndefinedTableError.sqlstate
 
 
 class PricingStoreError(Exception):
@@ -86,17 +97,16 @@ class DatabaseTimeoutError(PricingStoreError, TimeoutError):
 # SQLSTATE classes and codes: https://www.postgresql.org/docs/current/errcodes-appendix.html
 UNAVAILABLE_CLASSES = ("08", "28")  # connection exceptions, authorization failures
 UNAVAILABLE_STATES = {
-    "3D000": "no such database",
-    "25006": "the server is read-only (a standby, or failing over)",
-    "57P01": "the server is shutting down",
-    "57P02": "the server crashed",
-    "57P03": "the server is starting up or shutting down",
+    _driver.InvalidCatalogNameError.sqlstate: "no such database",
+    _driver.ReadOnlySQLTransactionError.sqlstate: "the server is read-only (a standby)",
+    _driver.AdminShutdownError.sqlstate: "the server is shutting down",
+    _driver.CrashShutdownError.sqlstate: "the server crashed",
+    _driver.CannotConnectNowError.sqlstate: "the server is starting up or shutting down",
 }
 TIMEOUT_STATES = {
-    "55P03": "lock_timeout: a lock was waited for too long",
-    "57014": "statement_timeout (or a cancel): the statement ran too long",
+    LOCK_NOT_AVAILABLE: "lock_timeout: a lock was waited for too long",
+    QUERY_CANCELED: "statement_timeout (or a cancel): the statement ran too long",
 }
-UNDEFINED_TABLE = "42P01"
 
 
 def driver_error_of(error: BaseException) -> BaseException:
@@ -144,7 +154,7 @@ def translate(error: BaseException, where: str = "the database") -> PricingStore
         if sqlstate == UNDEFINED_TABLE:
             return SchemaNotMigratedError(message)
         return None
-    if isinstance(driver_error, LOST_CONNECTION):
+    if isinstance(driver_error, CONNECTION_GONE):
         return DatabaseUnavailableError(where, message)
     return None
 

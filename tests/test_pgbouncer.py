@@ -37,11 +37,7 @@ async def write_and_read(sessions: async_sessionmaker[AsyncSession], number: int
         await brands.get_or_create(brand_group("Shared"))
         await models.get_or_create(model(f"Brand {number}", name="501"))
         await models.bulk_upsert(model(f"Brand {number}", name=f"M{n}") for n in range(20))
-
-        async def generate() -> dict[str, object]:
-            return {"coefficient": "2.0"}
-
-        await models.get_or_generate(f"Brand {number}", "jeans", "Big E", generate=generate)
+        await models.get_or_create(model(f"Brand {number}", name="Big E", coefficient="2.0"))
     async with sessions() as session:
         found = await BrandGroupRepository(session).find_by_brand_and_group(
             f"Brand {number}", "jeans"

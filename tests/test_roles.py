@@ -36,11 +36,7 @@ async def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(
         await brands.upsert(brand_group(base_price=30))
         await brands.bulk_upsert(brand_group(f"Brand {number}") for number in range(50))
         await models.get_or_create(model())
-
-        async def generate() -> dict[str, object]:
-            return {"coefficient": "2.5"}
-
-        await models.get_or_generate("Levi's", "jeans", "Big E", generate=generate)
+        await models.get_or_create(model(name="Big E", coefficient="2.5"))
         assert len((await brands.get_page(10)).items) == 10
     async with PricingLookup(engine, cache_size=10) as lookup:
         reference = await lookup.get("Levi's", "jeans", "Big E")

@@ -1,4 +1,4 @@
-"""Idempotent write paths: upsert, get_or_create, get_or_generate."""
+"""Idempotent write paths: upsert and get_or_create."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from pricing_store import (
     BrandGroupRepository,
     InvalidValueError,
-    Model,
     ModelRepository,
     create_engine,
     create_session_factory,
@@ -192,95 +191,6 @@ async def test_fifty_concurrent_get_or_create_calls_agree_on_one_row(
 
     assert sum(created for _, created in outcomes) == 1
     assert len({row_id for row_id, _ in outcomes}) == 1
-
-
-async def test_get_or_generate_generates_only_for_a_missing_row(session: AsyncSession) -> None:
-    repository = BrandGroupRepository(session)
-    calls: list[str] = []
-
-    async def generate() -> dict[str, object]:
-        calls.append("llm")
-        return {"base_price": "25.00", "expected_origins": ["USA", "Mexico"]}
-
-    row, created = await repository.get_or_generate("Levi's", "jeans", generate=generate)
-    again, created_again = await repository.get_or_generate(" Levi's", "jeans ", generate=generate)
-
-    assert (created, created_again) == (True, False)
-    assert again is row
-    assert (row.brand, row.group_name, row.expected_origins) == (
-        "Levi's",
-        "jeans",
-        ["USA", "Mexico"],
-    )
-    assert calls == ["llm"]
-
-
-async def test_get_or_generate_accepts_a_model_object_and_checks_its_key(
-    session: AsyncSession,
-) -> None:
-    repository = ModelRepository(session)
-
-    async def generate() -> Model:
-        return Model(coefficient="2.5", expected_features=["selvedge"])
-
-    async def generate_other_key() -> Model:
-        return Model(model="505", coefficient="1.2")
-
-    row, created = await repository.get_or_generate("Levi's", "jeans", "Big E", generate=generate)
-    assert created
-    assert (row.model, row.coefficient) == ("Big E", Decimal("2.50"))
-
-    with pytest.raises(InvalidValueError, match=r"^model: '505' is not the requested '501'"):
-        await repository.get_or_generate("Levi's", "jeans", "501", generate=generate_other_key)
-    assert await repository.count() == 1
-
-
-async def test_get_or_generate_writes_nothing_when_generation_fails(session: AsyncSession) -> None:
-    repository = BrandGroupRepository(session)
-    await repository.create(brand_group("Nike", "sneakers"))
-
-    async def failing() -> dict[str, object]:
-        raise TimeoutError("the LLM did not answer")
-
-    with pytest.raises(TimeoutError, match="did not answer"):
-        await repository.get_or_generate("Levi's", "jeans", generate=failing)
-
-    assert await repository.count() == 1
-    assert await repository.find_by_brand_and_group("Levi's", "jeans") is None
-
-
-async def test_concurrent_get_or_generate_runs_generate_once_per_key(
-    wide_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    calls: list[str] = []
-
-    async def generate() -> dict[str, object]:
-        calls.append("llm")
-        await asyncio.sleep(0.05)  # an LLM takes a while
-        return {"base_price": 25}
-
-    async def price(brand: str) -> tuple[int, bool]:
-        async with wide_factory.begin() as own:
-            row, created = await BrandGroupRepository(own).get_or_generate(
-                brand, "jeans", generate=generate
-            )
-            return row.id, created
-
-    outcomes = await asyncio.gather(*(price("Levi's") for _ in range(10)), price("Wrangler"))
-
-    assert len(calls) == 2
-    assert sum(created for _, created in outcomes) == 2
-    assert len({row_id for row_id, _ in outcomes[:10]}) == 1
-
-
-async def test_get_or_generate_rejects_bad_keys_before_generating(session: AsyncSession) -> None:
-    async def generate() -> dict[str, object]:
-        raise AssertionError("must not be called")
-
-    repository = BrandGroupRepository(session)
-    with pytest.raises(InvalidValueError, match=r"^brand: must not be empty"):
-        await repository.get_or_generate(" ", "jeans", generate=generate)
-    assert await repository.count() == 0
 
 
 async def test_writes_first_in_a_transaction_roll_back_with_it(

@@ -5,20 +5,18 @@ Revises:
 Create Date: 2026-01-09 02:00:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
 from alembic import context, op
-from sqlalchemy import text
 
 from pricing_store.ops.migrating import refuse_removal_if_referenced
+from pricing_store.ops.revisions import apply
 
 revision: str = "3f1c2a9b7d10"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# One statement per execute: asyncpg prepares each, and a prepared statement holds one.
 UPGRADE_STATEMENTS = (
     """
 CREATE TABLE IF NOT EXISTS public.brand_groups (
@@ -50,14 +48,10 @@ DOWNGRADE_STATEMENTS = ("DROP TABLE IF EXISTS public.brand_groups",)
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups: table, constraints and indexes in place", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.brand_groups: table, constraints and indexes in place")
 
 
 def downgrade() -> None:
     if not context.is_offline_mode():
         refuse_removal_if_referenced(op.get_bind(), ["brand_groups"])
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups: dropped", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.brand_groups: dropped")

@@ -5,20 +5,18 @@ Revises: 3f1c2a9b7d10
 Create Date: 2026-01-09 02:01:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
 from alembic import context, op
-from sqlalchemy import text
 
 from pricing_store.ops.migrating import refuse_removal_if_referenced
+from pricing_store.ops.revisions import apply
 
 revision: str = "8e4d5b6c2a31"
 down_revision: str | None = "3f1c2a9b7d10"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# One statement per execute: asyncpg prepares each, and a prepared statement holds one.
 UPGRADE_STATEMENTS = (
     """
 CREATE TABLE IF NOT EXISTS public.models (
@@ -46,14 +44,10 @@ DOWNGRADE_STATEMENTS = ("DROP TABLE IF EXISTS public.models",)
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.models: table, constraints and indexes in place", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.models: table, constraints and indexes in place")
 
 
 def downgrade() -> None:
     if not context.is_offline_mode():
         refuse_removal_if_referenced(op.get_bind(), ["models"])
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.models: dropped", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.models: dropped")

@@ -9,11 +9,9 @@ Revises: 8e4d5b6c2a31
 Create Date: 2026-11-26 14:00:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
-from alembic import op
-from sqlalchemy import text
+from pricing_store.ops.revisions import apply
 
 revision: str = "b7c19e0d4f52"
 down_revision: str | None = "8e4d5b6c2a31"
@@ -51,12 +49,8 @@ DOWNGRADE_STATEMENTS = (
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: change notifications in place", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.brand_groups, public.models: change notifications in place")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: change notifications dropped", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.brand_groups, public.models: change notifications dropped")

@@ -8,11 +8,9 @@ Revises: b7c19e0d4f52
 Create Date: 2026-11-26 14:01:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
-from alembic import op
-from sqlalchemy import text
+from pricing_store.ops.revisions import apply
 
 revision: str = "4d2a8f61c0e9"
 down_revision: str | None = "b7c19e0d4f52"
@@ -33,12 +31,8 @@ DOWNGRADE_STATEMENTS = tuple(
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: keyset paging indexes in place", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.brand_groups, public.models: keyset paging indexes in place")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: keyset paging indexes dropped", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.brand_groups, public.models: keyset paging indexes dropped")

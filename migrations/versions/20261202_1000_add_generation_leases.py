@@ -10,11 +10,9 @@ Revises: 4d2a8f61c0e9
 Create Date: 2026-12-02 10:00:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
-from alembic import op
-from sqlalchemy import text
+from pricing_store.ops.revisions import apply
 
 revision: str = "5a9e3c71b2d4"
 down_revision: str | None = "4d2a8f61c0e9"
@@ -35,12 +33,8 @@ DOWNGRADE_STATEMENTS = ("DROP TABLE IF EXISTS public.pricing_store_generation_le
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.pricing_store_generation_leases: in place", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.pricing_store_generation_leases: in place")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.pricing_store_generation_leases: dropped", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.pricing_store_generation_leases: dropped")

@@ -18,11 +18,9 @@ Revises: 5a9e3c71b2d4
 Create Date: 2026-12-02 11:00:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
-from alembic import op
-from sqlalchemy import text
+from pricing_store.ops.revisions import apply
 
 revision: str = "c3f8a1d6e902"
 down_revision: str | None = "5a9e3c71b2d4"
@@ -160,14 +158,14 @@ DOWNGRADE_STATEMENTS = (
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print(
-        "public.brand_groups, public.models: notifications name the changed keys", file=sys.stderr
+    apply(
+        UPGRADE_STATEMENTS,
+        "public.brand_groups, public.models: notifications name the changed keys",
     )
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: notifications name the table only", file=sys.stderr)
+    apply(
+        DOWNGRADE_STATEMENTS,
+        "public.brand_groups, public.models: notifications name the table only",
+    )

@@ -11,11 +11,9 @@ Revises: c3f8a1d6e902
 Create Date: 2026-12-02 19:00:00+00:00
 """
 
-import sys
 from collections.abc import Sequence
 
-from alembic import op
-from sqlalchemy import text
+from pricing_store.ops.revisions import apply
 
 revision: str = "e5b0c4d7a913"
 down_revision: str | None = "c3f8a1d6e902"
@@ -70,12 +68,8 @@ CREATE TABLE IF NOT EXISTS public.pricing_store_change_sequence (
 
 
 def upgrade() -> None:
-    for statement in UPGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: notifications without a counter", file=sys.stderr)
+    apply(UPGRADE_STATEMENTS, "public.brand_groups, public.models: notifications without a counter")
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE_STATEMENTS:
-        op.execute(text(statement))
-    print("public.brand_groups, public.models: notifications numbered again", file=sys.stderr)
+    apply(DOWNGRADE_STATEMENTS, "public.brand_groups, public.models: notifications numbered again")

@@ -68,7 +68,7 @@ class ReferenceCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self.entries: OrderedDict[Any, Any] = OrderedDict()
-        # A hit only notes its key (a deque append costs half of reordering at once); the
+        # A hit only notes its key (cheaper than reordering at once, docs/scaling.md); the
         # notes are replayed in order before the least recently used entry goes.
         self._recent: deque[Any] = deque(maxlen=size)
         self.touch = self._recent.append

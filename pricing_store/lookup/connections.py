@@ -1,4 +1,4 @@
-"""A small pool of asyncpg connections for one-statement reads, with one retry.
+"""A small pool of asyncpg connections for one-statement work, with one retry of a read.
 
 asyncpg's own pool resets each connection as it is released (an extra round trip) and
 costs more per checkout than a lookup's query; reads that leave no session state behind
@@ -14,21 +14,21 @@ from typing import Any
 import asyncpg
 
 from pricing_store.db import log_statement
-from pricing_store.errors import DatabaseTimeoutError, PricingStoreError, raise_translated
+from pricing_store.errors import (
+    CONNECTION_GONE,
+    DatabaseTimeoutError,
+    PricingStoreError,
+    raise_translated,
+)
 
-# Errors after which the same read on a fresh connection may well succeed: the server
-# closed the connection (restart, failover, pg_terminate_backend) or is shutting down. A
-# cancelled statement (statement_timeout, 57014) is not one: its connection is fine.
-CONNECTION_LOST = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    # A write reached a server that is a standby now: a fresh connection finds the primary.
-    asyncpg.exceptions.ReadOnlySQLTransactionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
+# Errors after which the same statement on a fresh connection may well succeed: the server
+# closed the connection (restart, failover, pg_terminate_backend), is shutting down, or is a
+# standby now. A statement cancelled by statement_timeout is not one: its connection is fine.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.InternalClientError,
+    *CONNECTION_GONE,
 )
 
 Connect = Callable[[], Awaitable[Any]]
@@ -36,14 +36,14 @@ Connect = Callable[[], Awaitable[Any]]
 DEFAULT_TIMEOUT = 30.0
 
 
-class ReadPool:
+class DriverPool:
     """Up to `size` connections, each used by one read at a time.
 
     A failure on the database side raises the package's error for it (see
     `errors.translate`); `where` names the server in messages. A read that finds every
     connection busy waits at most `timeout` seconds for one (DatabaseTimeoutError).
-    Measured against asyncpg's own pool without its reset (`make bench`), this one serves
-    about a third more reads a second, so it stays.
+    It serves the lookup's reads and its short writes (leases, generated rows); see
+    docs/scaling.md for how it compares with asyncpg's own pool.
     """
 
     def __init__(

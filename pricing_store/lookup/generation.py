@@ -23,7 +23,7 @@ from pricing_store.errors import (
     GenerationTimeoutError,
     InvalidValueError,
 )
-from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.connections import DriverPool
 from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import KeyedModel
@@ -60,13 +60,13 @@ class Kind:
     """One table that rows can be generated for."""
 
     description: str
-    model_type: type[KeyedModel]
+    row_class: type[KeyedModel]
     method: str
 
     @property
     def table(self) -> str:
         """The table's name, as change notifications give it."""
-        return table_of(self.model_type).name
+        return table_of(self.row_class).name
 
     def describe(self, key: GeneratedKey) -> str:
         """`brand group ("Levi's", "jeans")`, for messages."""
@@ -80,9 +80,9 @@ MODEL = Kind("model", Model, "model")
 
 def exists_sql(kind: Kind) -> str:
     """`SELECT 1` of the row with the natural key `$1, $2, ...`."""
-    key = kind.model_type.natural_key
+    key = kind.row_class.natural_key
     condition = " AND ".join(f"{field} = ${number}" for number, field in enumerate(key, 1))
-    return f"SELECT 1 FROM {table_of(kind.model_type).fullname} WHERE {condition}"
+    return f"SELECT 1 FROM {table_of(kind.row_class).fullname} WHERE {condition}"
 
 
 EXISTS_SQL = {kind.table: exists_sql(kind) for kind in (BRAND_GROUP, MODEL)}
@@ -94,9 +94,9 @@ class Generations:
     def __init__(
         self,
         generator: PriceGenerator,
-        pool: ReadPool,
+        pool: DriverPool,
         *,
-        lease_pool: ReadPool,
+        lease_pool: DriverPool,
         timeout: float,
         limit: int,
     ) -> None:
@@ -114,7 +114,7 @@ class Generations:
         self._waiting: dict[tuple[str, GeneratedKey], asyncio.Event] = {}
         # The last failure of each key's generation, and when it ended (time.monotonic()).
         self._failures: dict[tuple[str, GeneratedKey], tuple[float, BaseException]] = {}
-        self.run = 0
+        self.calls = 0
         self.failed = 0
         self.running = 0
 
@@ -179,7 +179,7 @@ class Generations:
 
     async def _call(self, kind: Kind, key: GeneratedKey) -> object:
         method: Callable[..., Awaitable[object]] = getattr(self._generator, kind.method)
-        self.run += 1
+        self.calls += 1
         self.running += 1
         try:
             async with asyncio.timeout(self._timeout) as scope:
@@ -196,14 +196,14 @@ class Generations:
             self.running -= 1
 
     async def _store(self, kind: Kind, key: GeneratedKey, generated: object) -> None:
-        natural_key = dict(zip(kind.model_type.natural_key, key, strict=True))
+        natural_key = dict(zip(kind.row_class.natural_key, key, strict=True))
         try:
-            values = item_values(kind.model_type, generated, key=natural_key)
+            values = item_values(kind.row_class, generated, key=natural_key)
         except InvalidValueError as error:
             self.failed += 1
             field = f"generated {kind.describe(key)}: {error.field}"
             raise InvalidValueError(field, error.rule) from None
-        statement = insert_or_select(kind.model_type, frozenset(values))
+        statement = insert_or_select(kind.row_class, frozenset(values))
         await self._pool.fetchrow(statement.sql, *statement.arguments(values))
 
     async def _store_through_outages(

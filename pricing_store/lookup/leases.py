@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 
-from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.connections import DriverPool
 
 LEASE_SECONDS = 3.0
 RENEW_EVERY = 1.0
@@ -54,7 +54,7 @@ class Leases:
     because stores or reads are waiting.
     """
 
-    def __init__(self, pool: ReadPool) -> None:
+    def __init__(self, pool: DriverPool) -> None:
         self._pool = pool
         self._owner = uuid.uuid4().hex
         self._held: set[str] = set()

@@ -8,7 +8,7 @@ and generation would fail at its first missing key. Better to refuse at start.
 from __future__ import annotations
 
 from pricing_store.errors import SchemaNotMigratedError
-from pricing_store.lookup.connections import ReadPool
+from pricing_store.lookup.connections import DriverPool
 from pricing_store.ops.owned import LEASE_TABLE, MODEL_TABLES, SCHEMA
 
 CHANGE_EVENTS = ("insert", "update", "delete", "truncate")
@@ -25,7 +25,7 @@ PRESENT_SQL = f"""
 """
 
 
-async def require_schema(pool: ReadPool, *, triggers: bool, leases: bool) -> None:
+async def require_schema(pool: DriverPool, *, triggers: bool, leases: bool) -> None:
     """Check that the change triggers (for a cache) and the lease table (for generation) exist.
 
     Raises:

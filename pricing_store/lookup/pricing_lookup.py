@@ -25,7 +25,7 @@ from pricing_store.lookup.cache import (
     ReferenceCache,
     Token,
 )
-from pricing_store.lookup.connections import DEFAULT_TIMEOUT, ReadPool
+from pricing_store.lookup.connections import DEFAULT_TIMEOUT, DriverPool
 from pricing_store.lookup.generation import (
     BRAND_GROUP,
     MODEL,
@@ -175,10 +175,10 @@ class PricingLookup:
         self._touch = self._cache.touch if self._cache is not None else None
         # With listen_to, reads may go to a standby (a value is cached only once it has
         # replayed enough), and writes go to listen_to's server, the primary.
-        self._on_standby = listen_to is not None
+        self._tracks_replay = listen_to is not None
         self._hit_count = 0
         self._miss_count = 0
-        self._pool: ReadPool | None = None
+        self._pool: DriverPool | None = None
         self._listener: ChangeListener | None = None
         self._generator = checked_generator(generator) if generator is not None else None
         # Per lookup, so that close() lets go of what they hold.
@@ -188,7 +188,7 @@ class PricingLookup:
         self._max_generations = whole_number(
             "max_generations", max_generations, minimum=1, maximum=100_000
         )
-        self._primary: ReadPool | None = None
+        self._primary: DriverPool | None = None
         self._generations: Generations | None = None
 
     async def __aenter__(self) -> Self:
@@ -212,20 +212,20 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
         """
         if self._pool is None:
-            pool = ReadPool(
+            pool = DriverPool(
                 self._connect,
                 self._pool_size,
                 where=self._settings.where(),
                 timeout=self._pool_timeout,
             )
             primary = (
-                ReadPool(
+                DriverPool(
                     self._connect_primary,
                     GENERATION_POOL_SIZE,
                     where=self._listen_settings.where(),
                     timeout=self._pool_timeout,
                 )
-                if self._on_standby
+                if self._tracks_replay
                 else pool
             )
             if self._cache is not None or self._generator is not None:
@@ -243,7 +243,7 @@ class PricingLookup:
                 self._generations = Generations(
                     self._generator,
                     primary,
-                    lease_pool=ReadPool(
+                    lease_pool=DriverPool(
                         self._connect_primary,
                         LEASE_POOL_SIZE,
                         where=self._listen_settings.where(),
@@ -258,7 +258,7 @@ class PricingLookup:
                 self._cache,
                 self._on_change,
                 listen_timeout=self._listen_timeout,
-                track_positions=self._on_standby,
+                track_positions=self._tracks_replay,
             )
             await listener.start()
             self._listener = listener
@@ -310,7 +310,7 @@ class PricingLookup:
             row = await pool.fetchrow(GET_SQL, *key)
             return reference_from_row(row, key[2], self._parse_list) if row is not None else None
         token = cache.token(key)
-        if self._on_standby:
+        if self._tracks_replay:
             replayed, *columns = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
             reference = (
                 reference_from_row(columns, key[2], self._parse_list)
@@ -393,7 +393,7 @@ class PricingLookup:
             evictions=dict(cache.evictions) if cache is not None else {},
             notifications=cache.notifications if cache is not None else 0,
             listening=self._listener is not None and self._listener.listening,
-            generations_run=generations.run if generations is not None else 0,
+            generations_run=generations.calls if generations is not None else 0,
             generations_failed=generations.failed if generations is not None else 0,
             generations_in_flight=generations.running if generations is not None else 0,
         )
@@ -438,7 +438,7 @@ class PricingLookup:
         brands, groups, models = zip(*distinct, strict=True)
         pool = self._pool or await self._started_pool()
         replayed = None
-        if self._on_standby and cache is not None:
+        if self._tracks_replay and cache is not None:
             rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
             replayed = rows[0][0]
             rows = [row[1:] for row in rows if row[1] is not None]
@@ -453,7 +453,7 @@ class PricingLookup:
             if cache is not None:
                 cache.put(canonical, canonical, reference, tokens[canonical], replayed)
 
-    async def _started_pool(self) -> ReadPool:
+    async def _started_pool(self) -> DriverPool:
         await self.start()
         assert self._pool is not None
         return self._pool

@@ -43,9 +43,8 @@ REFERENCE_COLUMNS = """
     bg.expected_origins::text, bg.expected_decades::text, bg.expected_trends::text,
     m.coefficient, m.expected_features::text
 """
-# How many distinct JSON lists to keep parsed (a few MB at most). Parsing each list once
-# saves about 0.8 µs a list, three or four a row: some 20% of a key's share of get_many's
-# batch on `make bench`, and 2% of an uncached get.
+# How many distinct JSON lists to keep parsed (a few MB at most); docs/scaling.md says
+# what parsing each once is worth.
 PARSED_LISTS = 16_384
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from pricing_store.checkout import CHECKOUT
-from pricing_store.errors import PricingStoreError
+from pricing_store.errors import LOCK_NOT_AVAILABLE, QUERY_CANCELED, PricingStoreError
 from pricing_store.ops.owned import SCHEMA, VERSION_TABLE
 
 # Where the wheel puts the revisions (see pyproject.toml).
@@ -35,8 +35,6 @@ LOCK_TIMEOUT_VARIABLE = "PRICING_STORE_MIGRATION_LOCK_TIMEOUT"
 STATEMENT_TIMEOUT_VARIABLE = "PRICING_STORE_MIGRATION_STATEMENT_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
-LOCK_NOT_AVAILABLE = "55P03"
-QUERY_CANCELED = "57014"
 # Where an earlier version of the package recorded its revisions, sharing it with any host.
 SHARED_VERSION_TABLE = "alembic_version"
 

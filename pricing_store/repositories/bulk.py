@@ -24,7 +24,7 @@ from pricing_store.db import log_statement
 from pricing_store.errors import UNIQUE_VIOLATION, InvalidValueError
 from pricing_store.repositories.rows import at_position, item_values
 from pricing_store.repositories.statements import (
-    ModelType,
+    RowClass,
     joined,
     json_array,
     on_conflict_update,
@@ -50,7 +50,7 @@ class UpsertResult:
 
 async def bulk_upsert(
     session: AsyncSession,
-    model_type: ModelType,
+    row_class: RowClass,
     items: Iterable[object],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -65,9 +65,9 @@ async def bulk_upsert(
     await session.flush()
     async with session.begin_nested():
         connection = await session.connection()
-        await connection.execute(text(staging_ddl(model_type)))
+        await connection.execute(text(staging_ddl(row_class)))
         driver: Any = (await connection.get_raw_connection()).driver_connection
-        records = StagedRecords(model_type, items, batch_size, driver.is_closed)
+        records = StagedRecords(row_class, items, batch_size, driver.is_closed)
         log_statement(f"COPY {STAGING} ({', '.join(records.columns)}) FROM STDIN")
         try:
             await driver.copy_records_to_table(STAGING, records=records, columns=records.columns)
@@ -79,7 +79,7 @@ async def bulk_upsert(
             raise
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged
-        statements = merge_statements(model_type)
+        statements = merge_statements(row_class)
         total = (await connection.execute(text(statements.source))).rowcount
         updated = (await connection.execute(text(statements.update))).rowcount
         try:
@@ -109,29 +109,29 @@ class StagedRecords:
 
     def __init__(
         self,
-        model_type: ModelType,
+        row_class: RowClass,
         items: Iterable[object],
         batch_size: int,
         connection_closed: Callable[[], bool],
     ) -> None:
-        self.model_type = model_type
+        self.row_class = row_class
         self.items = items
         self.batch_size = batch_size
         self.connection_closed = connection_closed
-        self.fields = list(model_type.field_rules)
+        self.fields = list(row_class.field_rules)
         self.columns = [POSITION, *self.fields]
-        target = table_of(model_type)
+        target = table_of(row_class)
         self.lists = [field for field in self.fields if is_list(target.c[field])]
         self.error: InvalidValueError | None = None
 
     async def __aiter__(self) -> AsyncIterator[tuple[Any, ...]]:
         for position, item in enumerate(self.items):
             try:
-                values = item_values(self.model_type, item)
+                values = item_values(self.row_class, item)
             except InvalidValueError as error:
                 self.error = at_position(position, error)
                 return
-            # JSON text: asyncpg's encoder for a list as text[] costs several times more.
+            # JSON text: cheaper for asyncpg to encode than a list as text[].
             for field in self.lists:
                 if field in values:
                     values[field] = json_array(values[field])
@@ -142,12 +142,12 @@ class StagedRecords:
                     return
 
 
-def staging_ddl(model_type: ModelType) -> str:
+def staging_ddl(row_class: RowClass) -> str:
     """Create a temporary table of the writable columns, typed as the target's."""
-    target = table_of(model_type)
+    target = table_of(row_class)
     return (
         f"CREATE TEMPORARY TABLE {STAGING} ON COMMIT DROP AS "
-        f"SELECT CAST(NULL AS bigint) AS {POSITION}, {joined(model_type.field_rules)} "
+        f"SELECT CAST(NULL AS bigint) AS {POSITION}, {joined(row_class.field_rules)} "
         f"FROM {target.fullname} WITH NO DATA"
     )
 
@@ -163,7 +163,7 @@ class MergeStatements:
 
 
 @cache
-def merge_statements(model_type: ModelType) -> MergeStatements:
+def merge_statements(row_class: RowClass) -> MergeStatements:
     """Upsert the staged rows, the last item per key, counting what happened.
 
     Existing keys are updated by one join and new keys inserted by another, which costs
@@ -172,11 +172,11 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
     `insert_racing` runs instead, with `ON CONFLICT`; it returns `xmax = 0`, true for a
     freshly inserted row and false for an updated one.
     """
-    target = table_of(model_type)
-    fields = list(model_type.field_rules)
-    data = updatable_fields(model_type)
-    key = joined(model_type.natural_key)
-    same_key = " AND ".join(f"target.{field} = source.{field}" for field in model_type.natural_key)
+    target = table_of(row_class)
+    fields = list(row_class.field_rules)
+    data = updatable_fields(row_class)
+    key = joined(row_class.natural_key)
+    same_key = " AND ".join(f"target.{field} = source.{field}" for field in row_class.natural_key)
     values = joined(staged_value(target.c[field]) for field in fields)
     new_keys = (
         f"INSERT INTO {target.fullname} AS target ({joined(fields)}) "
@@ -204,7 +204,7 @@ def merge_statements(model_type: ModelType) -> MergeStatements:
         insert_racing=f"""
             WITH written AS (
                 INSERT INTO {target.fullname} AS target ({joined(fields)})
-                SELECT {joined(fields)} FROM {SOURCE} {on_conflict_update(model_type)}
+                SELECT {joined(fields)} FROM {SOURCE} {on_conflict_update(row_class)}
                 RETURNING xmax = 0 AS inserted
             )
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)

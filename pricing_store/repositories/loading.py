@@ -15,16 +15,16 @@ from pricing_store.models.base import KeyedModel, StringList
 from pricing_store.repositories.statements import table_of
 
 
-def as_loaded(session: AsyncSession, model_type: type[KeyedModel], row: Sequence[Any]) -> Any:
+def as_loaded(session: AsyncSession, row_class: type[KeyedModel], row: Sequence[Any]) -> Any:
     """Return the session's object for `row` (whole, in table order), holding its values.
 
     The object the session already has for that primary key is refreshed; otherwise a new
     one joins the session. Either way it has no pending changes, and in-place edits of its
     lists are tracked as after any load.
     """
-    values = dict(zip(column_keys(model_type), row, strict=False))
-    known = session.identity_map.get(session.identity_key(model_type, (values["id"],)))
-    loaded = known if known is not None else model_type()
+    values = dict(zip(column_keys(row_class), row, strict=False))
+    known = session.identity_map.get(session.identity_key(row_class, (values["id"],)))
+    loaded = known if known is not None else row_class()
     state = inspect(loaded)
     for name, value in values.items():
         if isinstance(value, list):
@@ -36,7 +36,6 @@ def as_loaded(session: AsyncSession, model_type: type[KeyedModel], row: Sequence
         return known
     # A new object has no history to keep: its values go straight into its dict, as the
     # ORM's own loading puts them, and make_transient_to_detached marks them all loaded.
-    # That costs about half of setting each one as committed.
     state.dict.update(values)
     make_transient_to_detached(loaded)
     session.add(loaded)
@@ -44,6 +43,6 @@ def as_loaded(session: AsyncSession, model_type: type[KeyedModel], row: Sequence
 
 
 @cache
-def column_keys(model_type: type[KeyedModel]) -> tuple[str, ...]:
+def column_keys(row_class: type[KeyedModel]) -> tuple[str, ...]:
     """The attribute names of the model's columns, in table order."""
-    return tuple(column.key for column in table_of(model_type).columns)
+    return tuple(column.key for column in table_of(row_class).columns)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from pricing_store.errors import translated
 from pricing_store.models import Model
 from pricing_store.models.model import MODEL_RULES
-from pricing_store.repositories.base import Generate, Repository
+from pricing_store.repositories.base import Repository
 from pricing_store.repositories.statements import key_parameters
 
 # Built once, with bound parameters `brand` and `group_name`.
@@ -19,7 +19,7 @@ MODELS_OF_BRAND_GROUP = (
 class ModelRepository(Repository[Model]):
     """Per-model price coefficients."""
 
-    model_type = Model
+    row_class = Model
 
     @translated
     async def find_by_brand_group_model(self, brand: str, group: str, model: str) -> Model | None:
@@ -42,23 +42,3 @@ class ModelRepository(Repository[Model]):
             "group_name": MODEL_RULES["group_name"]("group_name", group),
         }
         return list(await self.session.scalars(MODELS_OF_BRAND_GROUP, key))
-
-    async def get_or_generate(
-        self, brand: str, group: str, model: str, *, generate: Generate
-    ) -> tuple[Model, bool]:
-        """Return the model, or store what `await generate()` makes for it.
-
-        `generate` runs only when the row is missing, and once per key across every
-        process: concurrent callers wait on a transaction-scoped advisory lock until the
-        first caller's transaction ends. This holds the caller's transaction, its pooled
-        connection and the lock open for the whole `generate` call: with an LLM call of
-        seconds, a herd of callers exhausts the pool. Services should use
-        `PricingLookup.get_or_generate`, which holds nothing while generating.
-        `generate` returns a mapping of column values or a model object; the key may be
-        left out of it. If it raises, nothing is written.
-
-        Raises:
-            InvalidValueError: if a key, or what `generate` returned, is invalid.
-        """
-        key = {"brand": brand, "group_name": group, "model": model}
-        return await self._get_or_generate(key, generate)

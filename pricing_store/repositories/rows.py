@@ -17,11 +17,11 @@ Item: TypeAlias = KeyedModel | Mapping[str, Any]
 
 
 def item_values(
-    model_type: type[KeyedModel], item: object, *, key: Mapping[str, str] | None = None
+    row_class: type[KeyedModel], item: object, *, key: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """Return the canonical values of the columns `item` sets.
 
-    `item` is an instance of `model_type`, whose values were validated as they were
+    `item` is an instance of `row_class`, whose values were validated as they were
     assigned, or a mapping of column names, validated here. Columns left out take their
     database default; a column without one must be present. `key` fills in the natural
     key's columns, which `item` may leave out but not contradict.
@@ -29,34 +29,34 @@ def item_values(
     Raises:
         InvalidValueError: naming the field and the rule that a value broke.
     """
-    rules = model_type.field_rules
-    if isinstance(item, model_type):
+    rules = row_class.field_rules
+    if isinstance(item, row_class):
         state: InstanceState[Any] = inspect(item)
         given = state.dict
         values = {field: given[field] for field in rules if field in given}
     elif isinstance(item, Mapping):
         if not rules.keys() >= item.keys():
             unknown = sorted(str(field) for field in item if field not in rules)
-            raise InvalidValueError(unknown[0], f"is not a column of {model_type.__name__}")
+            raise InvalidValueError(unknown[0], f"is not a column of {row_class.__name__}")
         values = {field: rules[field](field, value) for field, value in item.items()}
     else:
         raise InvalidValueError(
-            "item", f"must be a {model_type.__name__} or a mapping, not {type(item).__name__}"
+            "item", f"must be a {row_class.__name__} or a mapping, not {type(item).__name__}"
         )
     for field, wanted in (key or {}).items():
         if values.setdefault(field, wanted) != wanted:
             raise InvalidValueError(field, f"{values[field]!r} is not the requested {wanted!r}")
-    for field in required_fields(model_type):
+    for field in required_fields(row_class):
         if field not in values:
             raise InvalidValueError(field, "is required")
     return values
 
 
 @cache
-def required_fields(model_type: type[KeyedModel]) -> tuple[str, ...]:
+def required_fields(row_class: type[KeyedModel]) -> tuple[str, ...]:
     """List the writable columns that have no database default."""
-    columns = model_type.__table__.columns
-    return tuple(field for field in model_type.field_rules if columns[field].server_default is None)
+    columns = row_class.__table__.columns
+    return tuple(field for field in row_class.field_rules if columns[field].server_default is None)
 
 
 def at_position(position: int, error: InvalidValueError) -> InvalidValueError:

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, Table, UniqueConstraint, bindparam
 
 from pricing_store.models.base import KeyedModel
 
-ModelType = type[KeyedModel]
+RowClass = type[KeyedModel]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def json_array(strings: list[str]) -> str:
     """A list of strings as JSON text, for a JSONB column.
 
     Bulk loads encode millions of short lists: those that need no escaping are joined
-    directly, many times faster than `json.dumps`.
+    directly, which costs a fraction of `json.dumps`.
     """
     text = "".join(strings)
     if '"' in text or "\\" in text or not text.isprintable():
@@ -47,56 +47,56 @@ def json_array(strings: list[str]) -> str:
     return '["' + '","'.join(strings) + '"]' if strings else "[]"
 
 
-def table_of(model_type: ModelType) -> Table:
+def table_of(row_class: RowClass) -> Table:
     """Return the model's table, typed as the Table it is."""
-    return cast(Table, model_type.__table__)
+    return cast(Table, row_class.__table__)
 
 
 @cache
-def key_constraint(model_type: ModelType) -> str:
+def key_constraint(row_class: RowClass) -> str:
     """The name of the table's unique constraint on its natural key (declared once, there)."""
-    for constraint in table_of(model_type).constraints:
+    for constraint in table_of(row_class).constraints:
         if not isinstance(constraint, UniqueConstraint):
             continue
-        if tuple(column.name for column in constraint.columns) == model_type.natural_key:
+        if tuple(column.name for column in constraint.columns) == row_class.natural_key:
             return str(constraint.name)
-    raise LookupError(f"{table_of(model_type).name} has no unique constraint on its natural key")
+    raise LookupError(f"{table_of(row_class).name} has no unique constraint on its natural key")
 
 
-def newest_first(model_type: ModelType) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+def newest_first(row_class: RowClass) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     """The order of pages: newest first, ending in the unique id so that no two rows tie."""
-    columns = table_of(model_type).c
+    columns = table_of(row_class).c
     return columns.created_at.desc(), columns.id.desc()
 
 
 @cache
-def find_by_key(model_type: ModelType) -> Select[Any]:
+def find_by_key(row_class: RowClass) -> Select[Any]:
     """Select the row whose natural key equals the bound parameters named after its columns.
 
     Built once: a lookup then costs SQLAlchemy no statement building.
     """
-    return select(model_type).where(*key_parameters(model_type, model_type.natural_key))
+    return select(row_class).where(*key_parameters(row_class, row_class.natural_key))
 
 
-def key_parameters(model_type: ModelType, fields: Iterable[str]) -> list[ColumnElement[bool]]:
+def key_parameters(row_class: RowClass, fields: Iterable[str]) -> list[ColumnElement[bool]]:
     """`column = :column` for each of the columns."""
-    columns = table_of(model_type).c
+    columns = table_of(row_class).c
     return [columns[field] == bindparam(field) for field in fields]
 
 
-def updatable_fields(model_type: ModelType) -> list[str]:
+def updatable_fields(row_class: RowClass) -> list[str]:
     """List the data columns an upsert overwrites: every writable column outside the key."""
-    return [field for field in model_type.field_rules if field not in model_type.natural_key]
+    return [field for field in row_class.field_rules if field not in row_class.natural_key]
 
 
-def on_conflict_update(model_type: ModelType) -> str:
+def on_conflict_update(row_class: RowClass) -> str:
     """`ON CONFLICT ... DO UPDATE` that writes, and stamps `updated_at`, only on a change.
 
     The target table must be aliased `target`. An unchanged row is not touched at all.
     """
-    fields = updatable_fields(model_type)
+    fields = updatable_fields(row_class)
     return (
-        f"ON CONFLICT ON CONSTRAINT {key_constraint(model_type)} DO UPDATE "
+        f"ON CONFLICT ON CONSTRAINT {key_constraint(row_class)} DO UPDATE "
         f"SET {joined(f'{field} = excluded.{field}' for field in fields)}, updated_at = now() "
         f"WHERE ({joined(f'target.{field}' for field in fields)}) "
         f"IS DISTINCT FROM ({joined(f'excluded.{field}' for field in fields)})"
@@ -104,62 +104,62 @@ def on_conflict_update(model_type: ModelType) -> str:
 
 
 @cache
-def upsert_returning_row(model_type: ModelType, fields: frozenset[str]) -> RowStatement:
+def upsert_returning_row(row_class: RowClass, fields: frozenset[str]) -> RowStatement:
     """Insert or update one row and return it as it now stands.
 
     An unchanged row is not written, so `RETURNING` gives nothing for it; the second branch
     then reads it as it was.
     """
-    given = in_table_order(model_type, fields)
-    everything = joined(column.name for column in table_of(model_type).columns)
+    given = in_table_order(row_class, fields)
+    everything = joined(column.name for column in table_of(row_class).columns)
     sql = f"""
         WITH written AS (
-            {insert_values(model_type, given)}
-            {on_conflict_update(model_type)}
+            {insert_values(row_class, given)}
+            {on_conflict_update(row_class)}
             RETURNING {everything}
         )
         SELECT {everything} FROM written
         UNION ALL
-        SELECT {everything} FROM {table_of(model_type).fullname}
-        WHERE {key_equals_arguments(model_type, given)} AND NOT EXISTS (SELECT FROM written)
+        SELECT {everything} FROM {table_of(row_class).fullname}
+        WHERE {key_equals_arguments(row_class, given)} AND NOT EXISTS (SELECT FROM written)
     """
     return RowStatement(sql, given)
 
 
 @cache
-def insert_or_select(model_type: ModelType, fields: frozenset[str]) -> RowStatement:
+def insert_or_select(row_class: RowClass, fields: frozenset[str]) -> RowStatement:
     """Insert one row unless its key exists; return the row and, last, whether it was new."""
-    given = in_table_order(model_type, fields)
-    everything = joined(column.name for column in table_of(model_type).columns)
+    given = in_table_order(row_class, fields)
+    everything = joined(column.name for column in table_of(row_class).columns)
     sql = f"""
         WITH inserted AS (
-            {insert_values(model_type, given)}
-            ON CONFLICT ON CONSTRAINT {key_constraint(model_type)} DO NOTHING
+            {insert_values(row_class, given)}
+            ON CONFLICT ON CONSTRAINT {key_constraint(row_class)} DO NOTHING
             RETURNING {everything}
         )
         SELECT {everything}, true FROM inserted
         UNION ALL
-        SELECT {everything}, false FROM {table_of(model_type).fullname}
-        WHERE {key_equals_arguments(model_type, given)} AND NOT EXISTS (SELECT FROM inserted)
+        SELECT {everything}, false FROM {table_of(row_class).fullname}
+        WHERE {key_equals_arguments(row_class, given)} AND NOT EXISTS (SELECT FROM inserted)
     """
     return RowStatement(sql, given)
 
 
-def in_table_order(model_type: ModelType, fields: frozenset[str]) -> tuple[str, ...]:
+def in_table_order(row_class: RowClass, fields: frozenset[str]) -> tuple[str, ...]:
     """The given columns in the table's order, so one set of columns makes one statement."""
-    return tuple(column.name for column in table_of(model_type).columns if column.name in fields)
+    return tuple(column.name for column in table_of(row_class).columns if column.name in fields)
 
 
-def insert_values(model_type: ModelType, given: tuple[str, ...]) -> str:
+def insert_values(row_class: RowClass, given: tuple[str, ...]) -> str:
     """`INSERT INTO ... AS target (...) VALUES ($1, ...)` of the given columns."""
     placeholders = joined(f"${number}" for number in range(1, len(given) + 1))
-    table = table_of(model_type).fullname
+    table = table_of(row_class).fullname
     return f"INSERT INTO {table} AS target ({joined(given)}) VALUES ({placeholders})"
 
 
-def key_equals_arguments(model_type: ModelType, given: tuple[str, ...]) -> str:
+def key_equals_arguments(row_class: RowClass, given: tuple[str, ...]) -> str:
     """`column = $n AND ...` over the natural key, reusing the INSERT's arguments."""
-    return " AND ".join(f"{field} = ${given.index(field) + 1}" for field in model_type.natural_key)
+    return " AND ".join(f"{field} = ${given.index(field) + 1}" for field in row_class.natural_key)
 
 
 def joined(parts: Iterable[str]) -> str:
