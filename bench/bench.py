@@ -25,7 +25,7 @@ from bench.harness import print_table
 from bench.reads import bench_reads
 from bench.writes import bench_bulk, bench_single_upsert, copy_ratio, core_ratio
 from pricing_store import create_engine
-from tests.conftest import alembic_config
+from tests.helpers import alembic_config
 from tests.provision import postgres_server, server_source, throwaway_database
 
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,24 +22,10 @@ from pricing_store.db import create_engine, create_session_factory, database_url
 from pricing_store.ops.roles import APP, create_roles
 from pricing_store.testing import joined_session
 from pricing_store.testing.servers import throwaway_database
+from tests.helpers import alembic_config
 from tests.provision import OwnServer, pgbouncer_in_front_of
 
-ROOT = Path(__file__).resolve().parents[1]
 AS_APP_ROLE = os.environ.get("PRICING_STORE_TEST_ROLE") == "app"
-
-
-def alembic_config(connection: Any = None) -> Config:
-    """The project's Alembic config, optionally handing `connection` to env.py."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["configure_logger"] = False
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-def upgrade_head(connection: Connection) -> None:
-    """Run every revision on a sync connection (called through `run_sync`)."""
-    command.upgrade(alembic_config(connection), "head")
 
 
 @pytest.fixture(scope="session")

@@ -14,23 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store import BrandGroupRepository, ModelRepository, PricingLookup
 from tests.factories import brand_group, model
-from tests.helpers import eventually
+from tests.helpers import Counted, eventually
 from tests.provision import asyncpg_dsn
 
 GROUPS = 20
-
-
-class Counted(PricingLookup):
-    """A lookup that counts the statements it sends to read."""
-
-    def __init__(self, *arguments: Any, **options: Any) -> None:
-        super().__init__(*arguments, **options)
-        self.sent: list[str] = []
-
-    async def _connect(self) -> Any:
-        connection = await super()._connect()
-        connection.add_query_logger(lambda logged: self.sent.append(logged.query))
-        return connection
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from pricing_store.cli.records import json_line
 from pricing_store.db import hide_passwords
 from pricing_store.errors import host_and_database
 from pricing_store.ops import devdb
-from tests.conftest import ROOT
-from tests.test_migrations import HEAD, NOTIFICATIONS
+from tests.helpers import HEAD, NOTIFICATIONS, ROOT
 
 SCRIPT = Path(sys.executable).parent / "pricing-store"
 SAMPLES = ROOT / "examples"

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from pricing_store.ops import devdb
+from tests.helpers import TABLES_AT_HEAD
 from tests.provision import asyncpg_dsn
-from tests.test_migrations import TABLES_AT_HEAD
 
 
 async def test_dev_database_starts_migrates_and_stops(

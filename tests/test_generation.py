@@ -28,8 +28,8 @@ from pricing_store import (
     create_engine,
 )
 from pricing_store.lookup.leases import LEASE_SECONDS
-from tests.conftest import ROOT
 from tests.factories import brand_group
+from tests.helpers import ROOT
 from tests.provision import asyncpg_dsn, url_text
 
 

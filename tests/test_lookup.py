@@ -22,7 +22,7 @@ from pricing_store import (
     PricingLookup,
 )
 from tests.factories import brand_group, model
-from tests.helpers import eventually
+from tests.helpers import Counted, eventually
 from tests.provision import asyncpg_dsn
 
 
@@ -130,21 +130,13 @@ async def test_get_many_answers_every_key_as_passed(engine: AsyncEngine) -> None
 
 @pytest.mark.usefixtures("stored")
 async def test_get_and_get_many_are_one_round_trip(engine: AsyncEngine) -> None:
-    sent: list[str] = []
-
-    class Observed(PricingLookup):
-        async def _connect(self) -> Any:
-            connection = await super()._connect()
-            connection.add_query_logger(lambda logged: sent.append(logged.query))
-            return connection
-
-    async with Observed(engine) as lookup:
+    async with Counted(engine) as lookup:
         await lookup.get("Levi's", "jeans", "501")
         await asyncio.sleep(0)
-        assert len(sent) == 1
+        assert len(lookup.sent) == 1
         await lookup.get_many([("Levi's", "jeans", str(number)) for number in range(50)])
         await asyncio.sleep(0)
-        assert len(sent) == 2
+        assert len(lookup.sent) == 2
 
 
 async def test_bad_keys_are_rejected(engine: AsyncEngine) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from alembic import command
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,28 +20,22 @@ from sqlalchemy.pool import NullPool
 from pricing_store.db import create_engine
 from pricing_store.ops import alembic_config as alembic_config_of_package
 from pricing_store.ops.drift import schema_differences
-from tests.conftest import ROOT, alembic_config
-from tests.helpers import execute, fetch, tables_in
+from tests.helpers import (
+    HEAD,
+    LEASES,
+    REVISIONS,
+    ROOT,
+    SEED_TABLES,
+    TABLES_AT_HEAD,
+    alembic_config,
+    execute,
+    fetch,
+    tables_in,
+)
 from tests.provision import asyncpg_dsn
 
 RunAlembic = Callable[..., None]
-
-SEED_TABLES = "8e4d5b6c2a31"  # the revision that completes the seed's two tables
-NOTIFICATIONS = "b7c19e0d4f52"  # the revision before the keyset paging indexes
-# Every revision, oldest first, as the migrations directory has them.
-REVISIONS = [
-    script.revision
-    for script in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
-]
-HEAD = REVISIONS[-1]
 VERSION_SQL = "SELECT version_num FROM public.pricing_store_alembic_version"
-LEASES = "5a9e3c71b2d4"
-TABLES_AT_HEAD = {
-    "pricing_store_alembic_version",
-    "brand_groups",
-    "models",
-    "pricing_store_generation_leases",
-}
 
 # What `pg_dump --schema-only` prints for the seed's DDL, read from the same catalog functions.
 SEED_COLUMNS = {

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from pricing_store.db import create_engine
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 __all__ = [
     "test_model_definitions_match_ddl",

@@ -13,9 +13,8 @@ import pytest
 from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, create_engine
-from tests.helpers import eventually
+from tests.helpers import Counted, eventually
 from tests.provision import OwnServer, Standby, asyncpg_dsn
-from tests.test_cache import Counted
 
 
 @pytest.fixture

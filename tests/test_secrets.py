@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 from pricing_store import BrandGroupRepository, PricingLookup, create_engine, create_session_factory
 from pricing_store.db import settings_of
 from pricing_store.errors import DatabaseUnavailableError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PASSWORD = "Pw-Canary-5519"
 
