@@ -28,7 +28,7 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
-from pricing_store.lookup.pricing_lookup import GET_MANY_SQL, GET_SQL
+from pricing_store.lookup.queries import GET_MANY_SQL, GET_SQL
 from pricing_store.repositories.statements import key_parameters, table_of
 from tests.provision import asyncpg_dsn
 

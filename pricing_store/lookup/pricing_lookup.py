@@ -36,8 +36,13 @@ from pricing_store.lookup.generation import (
 )
 from pricing_store.lookup.keys import CanonicalKeys, Key
 from pricing_store.lookup.prerequisites import require_schema
+from pricing_store.lookup.queries import (
+    GET_MANY_ON_STANDBY_SQL,
+    GET_MANY_SQL,
+    GET_ON_STANDBY_SQL,
+    GET_SQL,
+)
 from pricing_store.lookup.reference import (
-    REFERENCE_COLUMNS,
     PriceReference,
     list_parser,
     reference_from_row,
@@ -62,39 +67,6 @@ PREPARE_FOR_LOOKUPS_SQL = """
 """
 MISSING = object()
 NO_HITS: Mapping[Any, PriceReference | None] = MappingProxyType({})
-
-# A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
-GET_SQL = f"""
-    SELECT {REFERENCE_COLUMNS}
-    FROM public.brand_groups AS bg
-    LEFT JOIN public.models AS m
-        ON m.brand = bg.brand AND m.group_name = bg.group_name AND m.model = $3
-    WHERE bg.brand = $1 AND bg.group_name = $2
-"""
-# With listen_to, the same with the position the server has replayed to (NULL unless it is
-# a standby now: a primary that went through recovery or promotion keeps its last replay
-# position, frozen), in a row even for no match.
-REPLAYED = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
-GET_ON_STANDBY_SQL = f"""
-    SELECT replay.replayed, found.*
-    FROM (SELECT {REPLAYED} AS replayed) AS replay
-    LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
-"""
-# The same for many keys at once, each row tagged with its key's position.
-GET_MANY_SQL = f"""
-    SELECT k.position, {REFERENCE_COLUMNS}
-    FROM unnest($1::text[], $2::text[], $3::text[])
-        WITH ORDINALITY AS k(brand, group_name, model, position)
-    JOIN public.brand_groups AS bg ON bg.brand = k.brand AND bg.group_name = k.group_name
-    LEFT JOIN public.models AS m
-        ON m.brand = k.brand AND m.group_name = k.group_name AND m.model = k.model
-"""
-
-GET_MANY_ON_STANDBY_SQL = f"""
-    SELECT replay.replayed, found.*
-    FROM (SELECT {REPLAYED} AS replayed) AS replay
-    LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
-"""
 
 
 class PricingLookup:
@@ -311,12 +283,13 @@ class PricingLookup:
             return reference_from_row(row, key[2], self._parse_list) if row is not None else None
         token = cache.token(key)
         if self._tracks_replay:
-            replayed, *columns = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
+            row = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
             reference = (
-                reference_from_row(columns, key[2], self._parse_list)
-                if columns[0] is not None
+                reference_from_row(row, key[2], self._parse_list)
+                if row["model_found"] is not None  # NULL only where the lateral found no row
                 else None
             )
+            replayed = row["replayed"]
             cache.put(key, key, reference, token, replayed)
             return reference
         row = await pool.fetchrow(GET_SQL, *key)
@@ -440,13 +413,13 @@ class PricingLookup:
         replayed = None
         if self._tracks_replay and cache is not None:
             rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
-            replayed = rows[0][0]
-            rows = [row[1:] for row in rows if row[1] is not None]
+            replayed = rows[0]["replayed"]
+            rows = [row for row in rows if row["position"] is not None]
         else:
             rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
         for row in rows:
-            key = distinct[row[0] - 1]
+            key = distinct[row["position"] - 1]
             by_key[key] = reference_from_row(row, key[2], self._parse_list)
         for original, canonical in misses:
             reference = found[original] = by_key.get(canonical)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import _lru_cache_wrapper, lru_cache
 from typing import Any
 
-# A Brand×Group without a matching model row prices at the neutral coefficient.
-NEUTRAL_COEFFICIENT = Decimal("1.00")
+from pricing_store.lookup.queries import ABSENT_MODEL, GROUP_FIELDS, LIST_FIELDS, MODEL_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +33,6 @@ class PriceReference:
     model_found: bool
 
 
-# The lookups' select list. JSONB arrays come back as their JSON text (cast, so that a
-# JSON codec an engine's connect hooks set up changes nothing), which `strings_of` parses
-# once per distinct text: cheaper for the server than turning each into an array, and the
-# same few lists recur across rows.
-REFERENCE_COLUMNS = """
-    bg.brand, bg.group_name, bg.base_price, bg.condition_sensitivity,
-    bg.expected_origins::text, bg.expected_decades::text, bg.expected_trends::text,
-    m.coefficient, m.expected_features::text
-"""
 # How many distinct JSON lists to keep parsed (a few MB at most); docs/scaling.md says
 # what parsing each once is worth.
 PARSED_LISTS = 16_384
@@ -62,21 +52,17 @@ def list_parser() -> _lru_cache_wrapper[tuple[str, ...]]:
 
 
 def reference_from_row(
-    row: Sequence[Any], model: str | None, strings_of: ListParser = strings_of
+    row: Mapping[str, Any], model: str | None, strings_of: ListParser = strings_of
 ) -> PriceReference:
-    """Build the reference from a row of REFERENCE_COLUMNS (at the row's end)."""
-    brand, group, price, sensitivity, origins, decades, trends, coefficient, features = row[-9:]
-    found = coefficient is not None  # else no model row: the neutral coefficient
-    return PriceReference(
-        brand=brand,
-        group_name=group,
-        base_price=price,
-        condition_sensitivity=sensitivity,
-        expected_origins=strings_of(origins),
-        expected_decades=strings_of(decades),
-        expected_trends=strings_of(trends),
-        model=model,
-        coefficient=coefficient if found else NEUTRAL_COEFFICIENT,
-        expected_features=strings_of(features) if found else (),
-        model_found=found,
-    )
+    """Build the reference from a row of the lookup's query, column by column, by name.
+
+    A model with no row takes its columns' defaults (the neutral coefficient, no features).
+    """
+    found: bool = row["model_found"]
+    values: dict[str, Any] = {
+        name: (strings_of(row[name]) if name in LIST_FIELDS else row[name])
+        for name in (GROUP_FIELDS + MODEL_FIELDS if found else GROUP_FIELDS)
+    }
+    if not found:
+        values.update(ABSENT_MODEL)
+    return PriceReference(**values, model=model, model_found=found)
