@@ -14,8 +14,12 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine as _create_async_engine,
+)
 from sqlalchemy.util import greenlet_spawn
 
 from pricing_store.errors import (

@@ -12,8 +12,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pricing_store import BrandGroup, BrandGroupRepository, InvalidValueError, ModelRepository

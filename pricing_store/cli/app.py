@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pricing_store.cli.records import FORMATS, TABLE_NAMES, format_of, json_line
+from pricing_store.cli.records import FORMATS, columns, format_of, json_line
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -109,7 +109,7 @@ def import_file(
     async def action() -> int:
         from pricing_store.cli.importer import check_file, load_file
 
-        check_choice("--table", table, TABLE_NAMES)
+        check_choice("--table", table, columns().tables)
         check_choice("--format", file_format, FORMATS)
         with readable_file(file, file_format) as (path, detected):
             checked = check_file(path, detected, table)
@@ -162,7 +162,7 @@ def export(
     async def action() -> int:
         from pricing_store.cli.export import export_table
 
-        check_choice("--table", table, TABLE_NAMES)
+        check_choice("--table", table, columns().tables)
         check_choice("--format", file_format, FORMATS)
         await export_table(database(database_url), table or "brand_groups", file_format or "jsonl")
         return 0

@@ -14,6 +14,7 @@ from sqlalchemy.pool import NullPool
 from pricing_store.cli.importer import TABLES
 from pricing_store.cli.records import RecordWriter
 from pricing_store.db import create_engine, driver_connector, log_statement
+from pricing_store.repositories.statements import table_of
 
 EXPORT_PAGE = 5_000
 
@@ -23,13 +24,13 @@ def page_sql(table: str, fields: list[str], *, after: bool) -> str:
 
     JSONB lists are read as their JSON text, written as they are.
     """
-    columns = TABLES[table].__table__.c
+    target = table_of(TABLES[table])
     selected = [
-        f"{field}::text" if isinstance(columns[field].type, JSONB) else field for field in fields
+        f"{field}::text" if isinstance(target.c[field].type, JSONB) else field for field in fields
     ]
     keyset = "WHERE (created_at, id) < ($2, $3) " if after else ""
     return (
-        f"SELECT {', '.join(selected)}, created_at, id FROM public.{table} {keyset}"
+        f"SELECT {', '.join(selected)}, created_at, id FROM {target.fullname} {keyset}"
         "ORDER BY created_at DESC, id DESC LIMIT $1"
     )
 

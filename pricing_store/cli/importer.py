@@ -10,13 +10,17 @@ from typing import Any
 from pricing_store.cli.records import Header, RecordError, read_records
 from pricing_store.db import create_engine, create_session_factory
 from pricing_store.errors import InvalidValueError
-from pricing_store.models import BrandGroup, Model
+from pricing_store.models import Base
 from pricing_store.models.base import KeyedModel
 from pricing_store.repositories import BrandGroupRepository, ModelRepository
 from pricing_store.repositories.bulk import UpsertResult
 from pricing_store.repositories.rows import item_values
+from pricing_store.repositories.statements import table_of
 
-TABLES: dict[str, type[KeyedModel]] = {"brand_groups": BrandGroup, "models": Model}
+# Each table's model, by the table's name.
+TABLES: dict[str, type[KeyedModel]] = {
+    table_of(mapper.class_).name: mapper.class_ for mapper in Base.registry.mappers
+}
 
 
 # How many invalid lines are reported one by one; the rest are only counted.

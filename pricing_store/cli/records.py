@@ -16,18 +16,44 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 FORMATS = ("jsonl", "csv")
-TABLE_NAMES = ("brand_groups", "models")
 # The longest line read: a row of the largest valid lists fits well within it.
 MAX_LINE_BYTES = 1 << 20
-LIST_FIELDS = frozenset(
-    {"expected_origins", "expected_decades", "expected_trends", "expected_features"}
-)
-NUMBER_FIELDS = frozenset({"base_price", "condition_sensitivity", "coefficient"})
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What the CLI needs to know of the package's tables, read from the models' metadata."""
+
+    tables: tuple[str, ...]
+    lists: frozenset[str]  # JSONB arrays: a JSON array in a CSV cell
+    numbers: frozenset[str]  # NUMERIC: exact digits
+
+
+@cache
+def columns() -> Columns:
+    """The tables and their kinds of columns.
+
+    The models are loaded on first use only: a command that reads no rows starts without
+    SQLAlchemy.
+    """
+    from sqlalchemy import Numeric
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from pricing_store.models import Base
+
+    tables = Base.metadata.sorted_tables
+    every = [column for table in tables for column in table.columns]
+    return Columns(
+        tables=tuple(table.name for table in tables),
+        lists=frozenset(column.name for column in every if isinstance(column.type, JSONB)),
+        numbers=frozenset(column.name for column in every if isinstance(column.type, Numeric)),
+    )
 
 
 class RecordError(ValueError):
@@ -180,7 +206,7 @@ def csv_rows(reader: Any) -> Iterator[list[str] | RecordError]:
 def record_of(line: int, fields: tuple[str, ...], row: list[str]) -> dict[str, Any]:
     """A CSV row as a record; an empty cell leaves its column to the default."""
     return {
-        field: parse_list(line, field, cell) if field in LIST_FIELDS else unguarded(cell)
+        field: parse_list(line, field, cell) if field in columns().lists else unguarded(cell)
         for field, cell in zip(fields, row, strict=True)
         if cell != ""
     }
@@ -264,8 +290,8 @@ class RecordWriter:
 
 def json_text_of(field: str) -> Callable[[Any], str]:
     """How a column's value is written in a JSON line (as `json_value` would)."""
-    if field in LIST_FIELDS:
+    if field in columns().lists:
         return str  # already JSON text
-    if field in NUMBER_FIELDS:
+    if field in columns().numbers:
         return str  # a Decimal's exact digits
     return encode_basestring  # what json.dumps(..., ensure_ascii=False) makes of a string

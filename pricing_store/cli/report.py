@@ -4,38 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing_store.checkout import migrate_command
+from pricing_store.models import BrandGroup, Model
 from pricing_store.ops.drift import schema_differences
 from pricing_store.ops.migrating import applied_revisions, head_revisions
+from pricing_store.repositories.statements import table_of
 
-STATS_SQL = {
-    "brand_groups": "SELECT count(*) FROM public.brand_groups",
-    "models": "SELECT count(*) FROM public.models",
-    "brands": "SELECT count(DISTINCT brand) FROM public.brand_groups",
-    "groups": "SELECT count(DISTINCT group_name) FROM public.brand_groups",
-    "newest_change": """
-        SELECT max(changed) FROM (
-            SELECT max(updated_at) AS changed FROM public.brand_groups
-            UNION ALL SELECT max(updated_at) FROM public.models
-        ) AS both_tables
-    """,
+BRAND_GROUPS, MODELS = table_of(BrandGroup), table_of(Model)
+CHANGES = union_all(
+    *(select(func.max(table.c.updated_at).label("changed")) for table in (BRAND_GROUPS, MODELS))
+).subquery()
+STATS: dict[str, Select[Any]] = {
+    "brand_groups": select(func.count()).select_from(BRAND_GROUPS),
+    "models": select(func.count()).select_from(MODELS),
+    "brands": select(func.count(BRAND_GROUPS.c.brand.distinct())),
+    "groups": select(func.count(BRAND_GROUPS.c.group_name.distinct())),
+    "newest_change": select(func.max(CHANGES.c.changed)),
 }
-PRICES_BY_GROUP_SQL = """
-    SELECT group_name, count(*), min(base_price), max(base_price)
-    FROM public.brand_groups GROUP BY group_name ORDER BY group_name
-"""
+PRICES_BY_GROUP = (
+    select(
+        BRAND_GROUPS.c.group_name,
+        func.count(),
+        func.min(BRAND_GROUPS.c.base_price),
+        func.max(BRAND_GROUPS.c.base_price),
+    )
+    .group_by(BRAND_GROUPS.c.group_name)
+    .order_by(BRAND_GROUPS.c.group_name)
+)
 
 
 async def stats(engine: AsyncEngine) -> dict[str, Any]:
     """Row counts, brands and groups, the price range of each group, the newest change."""
     async with engine.connect() as connection:
         found: dict[str, Any] = {
-            name: await connection.scalar(text(sql)) for name, sql in STATS_SQL.items()
+            name: await connection.scalar(query) for name, query in STATS.items()
         }
-        groups = await connection.execute(text(PRICES_BY_GROUP_SQL))
+        groups = await connection.execute(PRICES_BY_GROUP)
         found["prices_by_group"] = [
             {"group_name": group, "brand_groups": count, "min_price": low, "max_price": high}
             for group, count, low, high in groups

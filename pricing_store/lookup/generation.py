@@ -28,7 +28,7 @@ from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import KeyedModel
 from pricing_store.repositories.rows import item_values
-from pricing_store.repositories.statements import insert_or_select, table_of
+from pricing_store.repositories.statements import insert_or_select, parameters, same_key, table_of
 
 RECHECK_EVERY = 0.5
 # Seconds a failed generation is remembered, for the callers that asked before it failed.
@@ -81,7 +81,7 @@ MODEL = Kind("model", Model, "model")
 def exists_sql(kind: Kind) -> str:
     """`SELECT 1` of the row with the natural key `$1, $2, ...`."""
     key = kind.row_class.natural_key
-    condition = " AND ".join(f"{field} = ${number}" for number, field in enumerate(key, 1))
+    condition = same_key(key, parameters(key))
     return f"SELECT 1 FROM {table_of(kind.row_class).fullname} WHERE {condition}"
 
 

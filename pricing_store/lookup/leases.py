@@ -16,28 +16,27 @@ import logging
 import uuid
 
 from pricing_store.lookup.connections import DriverPool
+from pricing_store.models.lease import LEASES
 
 LEASE_SECONDS = 3.0
 RENEW_EVERY = 1.0
 
 # Claims a free or expired lease; also one this owner holds already, so a claim retried
 # after its reply was lost does not lock its owner out.
-CLAIM_SQL = """
-    INSERT INTO public.pricing_store_generation_leases AS lease (lease_key, owner, expires_at)
+CLAIM_SQL = f"""
+    INSERT INTO {LEASES.fullname} AS lease (lease_key, owner, expires_at)
     VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
     ON CONFLICT (lease_key) DO UPDATE
         SET owner = excluded.owner, expires_at = excluded.expires_at
         WHERE lease.expires_at < clock_timestamp() OR lease.owner = excluded.owner
     RETURNING true
 """
-RENEW_SQL = """
-    UPDATE public.pricing_store_generation_leases
+RENEW_SQL = f"""
+    UPDATE {LEASES.fullname}
     SET expires_at = clock_timestamp() + make_interval(secs => $2)
     WHERE owner = $1
 """
-RELEASE_SQL = (
-    "DELETE FROM public.pricing_store_generation_leases WHERE lease_key = $1 AND owner = $2"
-)
+RELEASE_SQL = f"DELETE FROM {LEASES.fullname} WHERE lease_key = $1 AND owner = $2"
 
 logger = logging.getLogger(__name__)
 

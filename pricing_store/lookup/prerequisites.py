@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pricing_store.errors import SchemaNotMigratedError
 from pricing_store.lookup.connections import DriverPool
-from pricing_store.ops.owned import LEASE_TABLE, MODEL_TABLES, SCHEMA
+from pricing_store.models.lease import LEASES
+from pricing_store.ops.owned import MODEL_TABLES, SCHEMA
 
 CHANGE_EVENTS = ("insert", "update", "delete", "truncate")
 # The statement triggers that send the cache its change notifications, as table.trigger.
@@ -17,7 +18,7 @@ CHANGE_TRIGGERS = frozenset(
     f"{table}.pricing_store_notify_{event}" for table in MODEL_TABLES for event in CHANGE_EVENTS
 )
 PRESENT_SQL = f"""
-    SELECT to_regclass('{SCHEMA}.{LEASE_TABLE}') IS NOT NULL,
+    SELECT to_regclass('{LEASES.fullname}') IS NOT NULL,
            coalesce((SELECT array_agg(c.relname || '.' || t.tgname)
                      FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
                      WHERE c.relnamespace = '{SCHEMA}'::regnamespace AND NOT t.tgisinternal),
@@ -35,7 +36,7 @@ async def require_schema(pool: DriverPool, *, triggers: bool, leases: bool) -> N
     has_leases, present = await pool.fetchrow(PRESENT_SQL)
     missing = sorted(CHANGE_TRIGGERS - set(present)) if triggers else []
     if leases and not has_leases:
-        missing.append(f"table {SCHEMA}.{LEASE_TABLE}")
+        missing.append(f"table {LEASES.fullname}")
     if missing:
         raise SchemaNotMigratedError(
             f"missing {', '.join(missing)} (the cache needs the change triggers, generation "

@@ -14,7 +14,7 @@ from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 from pricing_store.models import BrandGroup, Model
-from pricing_store.repositories.statements import table_of
+from pricing_store.repositories.statements import columns_of, parameters, same_key, table_of
 
 BRAND_GROUPS: Table = table_of(BrandGroup)
 MODELS: Table = table_of(Model)
@@ -34,11 +34,6 @@ def selected(alias: str, column: Column[Any]) -> str:
     if isinstance(column.type, JSONB):
         return f"{alias}.{column.name}::text AS {column.name}"
     return f"{alias}.{column.name}"
-
-
-def joined_on(alias: str, keys: str, fields: tuple[str, ...]) -> str:
-    """`m.brand = k.brand AND m.group_name = k.group_name` for the key's fields."""
-    return " AND ".join(f"{alias}.{field} = {keys}.{field}" for field in fields)
 
 
 def absent_model_value(column: Column[Any]) -> Any:
@@ -71,8 +66,8 @@ GET_SQL = f"""
     SELECT {SELECTED}
     FROM {BRAND_GROUPS.fullname} AS bg
     LEFT JOIN {MODELS.fullname} AS m
-        ON {joined_on("m", "bg", GROUP_KEY)} AND m.{MODEL_KEY[-1]} = $3
-    WHERE {" AND ".join(f"bg.{field} = ${n}" for n, field in enumerate(GROUP_KEY, 1))}
+        ON {same_key(GROUP_KEY, columns_of("bg"), "m")} AND m.{MODEL_KEY[-1]} = $3
+    WHERE {same_key(GROUP_KEY, parameters(GROUP_KEY), "bg")}
 """
 # With listen_to, the same with the position the server has replayed to (NULL unless it is
 # a standby now: a primary that went through recovery or promotion keeps its last replay
@@ -88,8 +83,8 @@ GET_MANY_SQL = f"""
     SELECT k.position, {SELECTED}
     FROM unnest($1::text[], $2::text[], $3::text[])
         WITH ORDINALITY AS k({", ".join(MODEL_KEY)}, position)
-    JOIN {BRAND_GROUPS.fullname} AS bg ON {joined_on("bg", "k", GROUP_KEY)}
-    LEFT JOIN {MODELS.fullname} AS m ON {joined_on("m", "k", MODEL_KEY)}
+    JOIN {BRAND_GROUPS.fullname} AS bg ON {same_key(GROUP_KEY, columns_of("k"), "bg")}
+    LEFT JOIN {MODELS.fullname} AS m ON {same_key(MODEL_KEY, columns_of("k"), "m")}
 """
 GET_MANY_ON_STANDBY_SQL = f"""
     SELECT replay.replayed, found.*

@@ -30,6 +30,9 @@ NAMING_CONVENTION = {
     "ix": "idx_%(table_name)s_%(column_0_N_name)s",
 }
 
+# Where every table of the package lives: the shared schema of a host's database.
+SCHEMA = "public"
+
 EMPTY_JSONB_ARRAY = text("'[]'::jsonb")
 NOW = text("CURRENT_TIMESTAMP")
 

@@ -14,6 +14,7 @@ from pricing_store import validation as rules
 from pricing_store.models.base import (
     EMPTY_JSONB_ARRAY,
     KEY_RULES,
+    SCHEMA,
     STRING_LIST_JSONB,
     Base,
     FieldRule,
@@ -50,7 +51,7 @@ class BrandGroup(Timestamps, Base):
         ),
         Index("idx_brand_groups_brand", "brand"),
         Index("idx_brand_groups_group", "group_name"),
-        {"schema": "public"},
+        {"schema": SCHEMA},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

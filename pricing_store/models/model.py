@@ -14,6 +14,7 @@ from pricing_store import validation as rules
 from pricing_store.models.base import (
     EMPTY_JSONB_ARRAY,
     KEY_RULES,
+    SCHEMA,
     STRING_LIST_JSONB,
     Base,
     FieldRule,
@@ -46,7 +47,7 @@ class Model(Timestamps, Base):
         Index("idx_models_brand", "brand"),
         Index("idx_models_group", "group_name"),
         Index("idx_models_brand_group", "brand", "group_name"),
-        {"schema": "public"},
+        {"schema": SCHEMA},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

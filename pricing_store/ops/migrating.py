@@ -14,9 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic import context as alembic_context
-from alembic import op as alembic_op
+from alembic import command, context as alembic_context, op as alembic_op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text

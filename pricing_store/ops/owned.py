@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pricing_store.models import Base
+from pricing_store.models.base import SCHEMA as SCHEMA
+from pricing_store.models.lease import LEASES
 
-SCHEMA = "public"
 # The package's Alembic version table, beside (never instead of) a host's `alembic_version`.
 VERSION_TABLE = "pricing_store_alembic_version"
 MODEL_TABLES = frozenset(table.name for table in Base.metadata.sorted_tables)
-LEASE_TABLE = "pricing_store_generation_leases"
+LEASE_TABLE = LEASES.name
 OWNED_TABLES = MODEL_TABLES | {LEASE_TABLE, VERSION_TABLE}
 OWNED_INDEXES = frozenset(
     name

@@ -25,9 +25,11 @@ from pricing_store.errors import UNIQUE_VIOLATION, InvalidValueError
 from pricing_store.repositories.rows import at_position, item_values
 from pricing_store.repositories.statements import (
     RowClass,
+    columns_of,
     joined,
     json_array,
     on_conflict_update,
+    same_key,
     table_of,
     updatable_fields,
 )
@@ -176,12 +178,12 @@ def merge_statements(row_class: RowClass) -> MergeStatements:
     fields = list(row_class.field_rules)
     data = updatable_fields(row_class)
     key = joined(row_class.natural_key)
-    same_key = " AND ".join(f"target.{field} = source.{field}" for field in row_class.natural_key)
+    matched = same_key(row_class.natural_key, columns_of("source"), "target")
     values = joined(staged_value(target.c[field]) for field in fields)
     new_keys = (
         f"INSERT INTO {target.fullname} AS target ({joined(fields)}) "
         f"SELECT {joined(fields)} FROM {SOURCE} AS source "
-        f"WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {same_key})"
+        f"WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {matched})"
     )
     return MergeStatements(
         # Not analyzed: PostgreSQL sizes a never-analyzed table by its pages, enough to pick
@@ -194,7 +196,7 @@ def merge_statements(row_class: RowClass) -> MergeStatements:
         update=(
             f"UPDATE {target.fullname} AS target "
             f"SET {joined(f'{field} = source.{field}' for field in data)}, updated_at = now() "
-            f"FROM {SOURCE} AS source WHERE {same_key} "
+            f"FROM {SOURCE} AS source WHERE {matched} "
             f"AND ({joined(f'target.{field}' for field in data)}) "
             f"IS DISTINCT FROM ({joined(f'source.{field}' for field in data)})"
         ),

@@ -8,7 +8,7 @@ leaves the caller's transaction as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
@@ -159,7 +159,23 @@ def insert_values(row_class: RowClass, given: tuple[str, ...]) -> str:
 
 def key_equals_arguments(row_class: RowClass, given: tuple[str, ...]) -> str:
     """`column = $n AND ...` over the natural key, reusing the INSERT's arguments."""
-    return " AND ".join(f"{field} = ${given.index(field) + 1}" for field in row_class.natural_key)
+    return same_key(row_class.natural_key, parameters(given))
+
+
+def same_key(fields: Sequence[str], value_of: Callable[[str], str], alias: str = "") -> str:
+    """`alias.brand = <value of brand> AND ...`: the one way a key's match is written."""
+    column = f"{alias}.{{}}" if alias else "{}"
+    return " AND ".join(f"{column.format(field)} = {value_of(field)}" for field in fields)
+
+
+def parameters(order: Sequence[str]) -> Callable[[str], str]:
+    """A column's `$n`, when the arguments are given in `order`."""
+    return lambda field: f"${order.index(field) + 1}"
+
+
+def columns_of(alias: str) -> Callable[[str], str]:
+    """A column of the row aliased `alias`."""
+    return lambda field: f"{alias}.{field}"
 
 
 def joined(parts: Iterable[str]) -> str:
