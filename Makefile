@@ -16,7 +16,7 @@ install: ## Create .venv and install the package (editable) with the dev extra
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
-test: ## Run the test suites on a real PostgreSQL (see README: Tests); PYTEST_ARGS=... to narrow
+test: ## Run the test suites on a real PostgreSQL (docs/development.md); PYTEST_ARGS=... to narrow
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,cd examples/host_app && ../../$(BIN)/pytest)
 
@@ -26,7 +26,7 @@ lint: ## ruff check, ruff format --check and mypy --strict
 	$(BIN)/mypy --strict
 	cd examples/host_app && ../../$(BIN)/mypy
 
-bench: ## Measure against raw asyncpg on the same server (ratios; see README)
+bench: ## Measure against raw asyncpg on the same server (ratios; docs/development.md)
 	$(BIN)/python bench/bench.py
 
 workload: ## The production shape: 4 services, LLM generation on demand, a writer (WORKLOAD_ARGS=--json)
