@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 from sqlalchemy import CheckConstraint, Column, Table
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from pricing_store.cli.app import app
 from pricing_store.models import Base
@@ -88,7 +88,7 @@ def column_row(table: Table, column: Column[object], key: tuple[str, ...]) -> st
         else "set by the database"
     )
     return (
-        f"| `{column.name}` | `{column.type.compile(dialect=postgresql.dialect())}` "
+        f"| `{column.name}` | `{column.type.compile(dialect=PGDialect())}` "
         f"| {f'`{default}`' if default is not None else ''} "
         f"| {'; '.join(f'`{check}`' for check in checks)} | {role} |"
     )

@@ -142,9 +142,7 @@ def patched_copy(root: Path) -> Path:
         copy / "pricing_store/lookup/reference.py",
         ("    model_found: bool\n", f"    {COLUMN}: tuple[str, ...]\n"),
     )
-    (copy / "pricing_store/migrations/versions/20270101_0000_add_materials.py").write_text(
-        REVISION
-    )
+    (copy / "pricing_store/migrations/versions/20270101_0000_add_materials.py").write_text(REVISION)
     return copy
 
 
@@ -158,9 +156,7 @@ def edit(path: Path, *insertions: tuple[str, str]) -> None:
     path.write_text(text)
 
 
-def test_a_new_column_needs_its_model_and_one_revision(
-    empty_database: URL, tmp_path: Path
-) -> None:
+def test_a_new_column_needs_its_model_and_one_revision(empty_database: URL, tmp_path: Path) -> None:
     copy = patched_copy(tmp_path)
     url = empty_database.render_as_string(hide_password=False)
     environment = {**os.environ, "PYTHONPATH": str(copy), "DATABASE_URL": url}
