@@ -18,6 +18,7 @@ from tests.helpers import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+POSTGRESQL = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
 COLUMNS_BLOCK = re.compile(r"<!-- columns: (\w+) -->\n(.*?)<!-- end columns -->", re.DOTALL)
 
 
@@ -88,7 +89,7 @@ def column_row(table: Table, column: Column[object], key: tuple[str, ...]) -> st
         else "set by the database"
     )
     return (
-        f"| `{column.name}` | `{column.type.compile(dialect=PGDialect())}` "
+        f"| `{column.name}` | `{column.type.compile(dialect=POSTGRESQL)}` "
         f"| {f'`{default}`' if default is not None else ''} "
         f"| {'; '.join(f'`{check}`' for check in checks)} | {role} |"
     )
