@@ -68,7 +68,7 @@ class SeedBrandGroupRepository:
 class AdvancedAlchemyBrandGroups(SQLAlchemyAsyncRepository[BrandGroup]):  # type: ignore[misc]
     """advanced-alchemy's repository for the same model."""
 
-    row_class = BrandGroup
+    model_type = BrandGroup  # advanced-alchemy's name for it
 
 
 def keys() -> itertools.cycle[tuple[str, str, str]]:
