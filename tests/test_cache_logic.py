@@ -26,10 +26,34 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     cache = active(size=2)
     put(cache, GROUP)
     put(cache, OTHER)
-    cache.touch(GROUP)  # a hit: GROUP is now the most recent
+    cache.note(GROUP)  # a hit: GROUP is now the most recent
     put(cache, MODEL_501)
     assert set(cache.entries) == {GROUP, MODEL_501}
     assert cache.evictions["size"] == 1
+
+
+class Named:
+    """A value that names its key, as a PriceReference does."""
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+
+
+def test_the_order_and_the_hit_count_stay_exact_over_many_more_hits_than_entries() -> None:
+    cache = ReferenceCache(3, key_of=lambda value: value.key)
+    cache.active = True
+    values = {key: Named(key) for key in (GROUP, MODEL_501, OTHER)}
+    for key, value in values.items():
+        put(cache, key, value)
+    # MODEL_501 is never hit; GROUP once, then OTHER thousands of times: MODEL_501 goes.
+    cache.note(values[GROUP])
+    for _ in range(10_000):
+        cache.note(values[OTHER])
+    cache.note(("Levi's", "jeans", None))  # an unknown key's hit notes the key itself
+    assert cache.hits == 10_002
+    put(cache, MODEL_505)
+    assert list(cache.entries) == [OTHER, GROUP, MODEL_505]
+    assert cache.hits == 10_002  # counted once, when stored and when reported
 
 
 def test_a_brand_group_change_evicts_its_models_too_and_a_model_change_only_itself() -> None:

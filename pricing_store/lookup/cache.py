@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -65,13 +65,18 @@ class ReferenceCache:
     not `active` it holds nothing, so a reader may look up `entries` without asking.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, key_of: Callable[[Any], Any] = lambda key: key) -> None:
+        """`key_of` gives the key of a value noted in place of its key (see `note`)."""
         self.size = size
         self.entries: OrderedDict[Any, Any] = OrderedDict()
-        # A hit only notes its key (cheaper than reordering at once, docs/scaling.md); the
-        # notes are replayed in order before the least recently used entry goes.
-        self._recent: deque[Any] = deque(maxlen=size)
-        self.touch = self._recent.append
+        # A hit only appends its key, or its value when that names its key, here: one C call
+        # and no object kept that was made for the hit. `tally` later counts the notes and
+        # reorders the entries by them, before anything is stored, evicted or reported, so
+        # the order and the count stay exact.
+        self._notes: list[Any] = []
+        self.note = self._notes.append
+        self._key_of = key_of
+        self._hits_tallied = 0
         self._canonical: dict[Any, Key] = {}
         self._spellings: dict[Group, set[Any]] = {}
         # Bumped by every table-wide eviction; per Brand×Group, by every eviction of it.
@@ -98,12 +103,12 @@ class ReferenceCache:
         """
         if not self.active or token != self.token(key) or not self.replayed_enough(key, replayed):
             return
+        self.tally()
         if spelled in self.entries:
             self.entries[spelled] = value
             self.entries.move_to_end(spelled)
             return
         if len(self.entries) >= self.size:
-            self._reorder()
             oldest, _ = self.entries.popitem(last=False)
             self._forget(oldest)
             self.evictions["size"] += 1
@@ -111,13 +116,25 @@ class ReferenceCache:
         self._canonical[spelled] = key
         self._spellings.setdefault(key[:2], set()).add(spelled)
 
-    def _reorder(self) -> None:
-        """Move the entries hit since the last time to the end, in the order of their hits."""
-        entries, recent = self.entries, self._recent
-        while recent:
-            spelled = recent.popleft()
-            if spelled in entries:
-                entries.move_to_end(spelled)
+    @property
+    def hits(self) -> int:
+        """Every hit noted so far."""
+        return self._hits_tallied + len(self._notes)
+
+    def tally(self) -> None:
+        """Count the noted hits and move their entries to the end, the latest hit last."""
+        notes = self._notes
+        if not notes:
+            return
+        self._hits_tallied += len(notes)
+        # Each note once, at its latest hit (by identity: a value's hash may be costly).
+        latest_first = dict(zip(map(id, reversed(notes)), reversed(notes), strict=True))
+        notes.clear()
+        entries, key_of = self.entries, self._key_of
+        for noted in reversed(latest_first.values()):
+            key = noted if noted.__class__ is tuple else key_of(noted)
+            if key in entries:
+                entries.move_to_end(key)
 
     def _forget(self, spelled: Any) -> None:
         key = self._canonical.pop(spelled)
@@ -132,6 +149,7 @@ class ReferenceCache:
         A Brand×Group's change reaches every entry of it, with a model or without; a
         model's, only the entries of that model.
         """
+        self.tally()  # notes of an entry evicted now must not reorder it once stored again
         for changed in keys:
             group: Group = (changed[0], changed[1])
             self._group_versions[group] = self._group_versions.get(group, 0) + 1
@@ -145,6 +163,7 @@ class ReferenceCache:
 
     def clear(self, cause: str | None) -> None:
         """Evict everything, counted under `cause`; reads under way do not store their result."""
+        self.tally()
         if cause is not None:
             self.evictions[cause] += len(self.entries)
         self.entries.clear()
@@ -155,6 +174,7 @@ class ReferenceCache:
 
     def evict_table(self, table: str) -> None:
         """Evict whatever a change to any key of `table` may have changed."""
+        self.tally()
         if table == BRAND_GROUPS:
             self.clear("table")
             return
@@ -305,6 +325,7 @@ class ChangeListener:
         every = self._listen_timeout / HEARTBEATS
         while not self._closed:
             await asyncio.sleep(every)
+            self._cache.tally()  # so the notes of a lookup that only hits stay few
             connection = self._connection
             if connection is None:
                 continue  # lost: reconnecting

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
@@ -44,6 +44,7 @@ from pricing_store.lookup.queries import (
 )
 from pricing_store.lookup.reference import (
     PriceReference,
+    key_of,
     list_parser,
     reference_from_row,
 )
@@ -137,18 +138,17 @@ class PricingLookup:
                 "pass listen_to=an engine on the primary itself",
             )
         self._listen_timeout = positive_seconds("listen_timeout", listen_timeout)
-        self._cache = ReferenceCache(cache_size) if cache_size else None
+        self._cache = ReferenceCache(cache_size, key_of) if cache_size else None
         # Where hits are looked for: the cache's entries (empty whenever it is not in use),
         # or nothing at all.
         self._hits: Mapping[Any, PriceReference | None] = (
             self._cache.entries if self._cache is not None else NO_HITS
         )
-        # Marks a hit most recently used (only ever called on a hit, so never without cache).
-        self._touch = self._cache.touch if self._cache is not None else None
+        # Notes a hit (only ever called on a hit, so never without a cache).
+        self._note = self._cache.note if self._cache is not None else None
         # With listen_to, reads may go to a standby (a value is cached only once it has
         # replayed enough), and writes go to listen_to's server, the primary.
         self._tracks_replay = listen_to is not None
-        self._hit_count = 0
         self._miss_count = 0
         self._pool: DriverPool | None = None
         self._listener: ChangeListener | None = None
@@ -162,6 +162,8 @@ class PricingLookup:
         )
         self._primary: DriverPool | None = None
         self._generations: Generations | None = None
+        if self._cache is not None:
+            self.get = hits_first(self._cache, self._get)  # type: ignore[method-assign,assignment]
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -261,19 +263,20 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
         """
+        return await self._get(brand, group, model)
+
+    async def _get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         spelled = (brand, group, model)
         try:  # entries are keyed canonically: a hit in that spelling needs no more work
             hit = self._hits.get(spelled, MISSING)
         except TypeError:  # unhashable, so certainly not a valid key
             hit = MISSING
         if hit is not MISSING:
-            self._hit_count += 1
-            self._touch(spelled)  # type: ignore[misc]
+            self._note(hit or spelled)  # type: ignore[misc]
             return hit  # type: ignore[return-value]
         key = self._canonical(brand, group, model)
         if key != spelled and (hit := self._hits.get(key, MISSING)) is not MISSING:
-            self._hit_count += 1
-            self._touch(key)  # type: ignore[misc]
+            self._note(hit or key)  # type: ignore[misc]
             return hit  # type: ignore[return-value]
         self._miss_count += 1
         pool = self._pool or await self._started_pool()
@@ -359,8 +362,10 @@ class PricingLookup:
     def stats(self) -> LookupStats:
         """A snapshot of the cache's and the generations' counters."""
         cache, generations = self._cache, self._generations
+        if cache is not None:
+            cache.tally()
         return LookupStats(
-            hits=self._hit_count,
+            hits=cache.hits if cache is not None else 0,
             misses=self._miss_count,
             entries=len(cache.entries) if cache is not None else 0,
             evictions=dict(cache.evictions) if cache is not None else {},
@@ -393,10 +398,9 @@ class PricingLookup:
             hit = hits.get(canonical, MISSING)
             if hit is not MISSING:
                 found[key] = hit  # type: ignore[assignment]
-                self._touch(canonical)  # type: ignore[misc]
+                self._note(hit or canonical)  # type: ignore[misc]
                 continue
             misses.append((key, canonical))
-        self._hit_count += len(found)
         self._miss_count += len(misses)
         if misses:
             await self._fetch_many(misses, found)
@@ -436,6 +440,31 @@ class PricingLookup:
 
     async def _connect_primary(self) -> Any:
         return await prepared_for_lookups(await self._open_primary(), self._listen_settings)
+
+
+Get = Callable[[str, str, str | None], Coroutine[Any, Any, PriceReference | None]]
+
+
+def hits_first(cache: ReferenceCache, otherwise: Get) -> Get:
+    """`get` for a cached lookup: a hit in the spelling asked, else `otherwise`.
+
+    Hits are most of a cached lookup's calls, and attribute look-ups a good part of a hit's
+    cost: this closure holds what a hit needs in its own cells.
+    """
+    find, note, missing = cache.entries.get, cache.note, MISSING
+
+    async def get(brand: str, group: str, model: str | None = None) -> PriceReference | None:
+        spelled = (brand, group, model)
+        try:
+            hit = find(spelled, missing)
+        except TypeError:  # unhashable, so certainly not a valid key
+            hit = missing
+        if hit is missing:
+            return await otherwise(brand, group, model)
+        note(hit or spelled)  # a reference names its key: nothing made for this hit is kept
+        return hit  # type: ignore[no-any-return]
+
+    return get
 
 
 async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any:

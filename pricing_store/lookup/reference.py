@@ -33,6 +33,11 @@ class PriceReference:
     model_found: bool
 
 
+def key_of(reference: PriceReference) -> tuple[str, str, str | None]:
+    """The canonical key a reference was read for (the cache's key of it)."""
+    return (reference.brand, reference.group_name, reference.model)
+
+
 # How many distinct JSON lists to keep parsed (a few MB at most); docs/scaling.md says
 # what parsing each once is worth.
 PARSED_LISTS = 16_384
