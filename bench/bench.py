@@ -23,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import print_table
 from bench.reads import bench_reads
-from bench.writes import bench_bulk, bench_single_upsert, copy_ratio, core_ratio
+from bench.writes import (
+    bench_bulk,
+    bench_single_upsert,
+    copy_ratio,
+    core_ratio,
+    executemany_ratio,
+)
 from pricing_store import create_engine
 from tests.helpers import alembic_config
 from tests.provision import postgres_server, server_source, throwaway_database
@@ -58,6 +64,7 @@ async def main() -> None:
             reads = await bench_reads(url)
             print_table(writes + reads)
             print(copy_ratio(writes))
+            print(executemany_ratio(writes))
             print(core_ratio(writes))
 
 

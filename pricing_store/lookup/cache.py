@@ -127,11 +127,20 @@ class ReferenceCache:
         if not notes:
             return
         self._hits_tallied += len(notes)
-        # Each note once, at its latest hit (by identity: a value's hash may be costly).
-        latest_first = dict(zip(map(id, reversed(notes)), reversed(notes), strict=True))
-        notes.clear()
+        # Each entry's latest note, newest first (by identity: a value's hash may be costly);
+        # once every entry has one, older notes can move nothing.
         entries, key_of = self.entries, self._key_of
-        for noted in reversed(latest_first.values()):
+        seen: set[object] = set()
+        latest: list[Any] = []
+        for noted in reversed(notes):
+            mark = noted if noted.__class__ is tuple else id(noted)
+            if mark not in seen:
+                seen.add(mark)
+                latest.append(noted)
+                if len(latest) == len(entries):
+                    break
+        notes.clear()
+        for noted in reversed(latest):
             key = noted if noted.__class__ is tuple else key_of(noted)
             if key in entries:
                 entries.move_to_end(key)
