@@ -281,23 +281,14 @@ class PricingLookup:
         self._miss_count += 1
         pool = self._pool or await self._started_pool()
         cache = self._cache
-        if cache is None:
-            row = await pool.fetchrow(GET_SQL, *key)
-            return reference_from_row(row, key[2], self._parse_list) if row is not None else None
-        token = cache.token(key)
-        if self._tracks_replay:
-            row = await pool.fetchrow(GET_ON_STANDBY_SQL, *key)
-            reference = (
-                reference_from_row(row, key[2], self._parse_list)
-                if row["model_found"] is not None  # NULL only where the lateral found no row
-                else None
-            )
-            replayed = row["replayed"]
-            cache.put(key, key, reference, token, replayed)
-            return reference
-        row = await pool.fetchrow(GET_SQL, *key)
-        reference = reference_from_row(row, key[2], self._parse_list) if row is not None else None
-        cache.put(key, key, reference, token)
+        token = cache.token(key) if cache is not None else None
+        on_standby = cache is not None and self._tracks_replay
+        row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
+        # On a standby a row comes even for no match, its model_found NULL.
+        found = row is not None and row["model_found"] is not None
+        reference = reference_from_row(row, key[2], self._parse_list) if found else None
+        if cache is not None and token is not None:
+            cache.put(key, key, reference, token, row["replayed"] if on_standby else None)
         return reference
 
     async def get_or_generate(
