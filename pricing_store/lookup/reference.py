@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import _lru_cache_wrapper, lru_cache
+from operator import itemgetter
 from typing import Any
 
-from pricing_store.lookup.queries import ABSENT_MODEL, GROUP_FIELDS, LIST_FIELDS, MODEL_FIELDS
+from pricing_store.lookup.queries import ABSENT_MODEL, LIST_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,18 @@ def list_parser() -> _lru_cache_wrapper[tuple[str, ...]]:
     return lru_cache(maxsize=PARSED_LISTS)(strings_of)
 
 
+# PriceReference's fields in order; each but `model` (the key's, from the call) is read
+# from the row by the name of its column.
+FIELDS = tuple(field.name for field in dataclasses.fields(PriceReference))
+READ = itemgetter(*(name for name in FIELDS if name != "model"))
+MODEL_AT, FOUND_AT = FIELDS.index("model"), FIELDS.index("model_found")
+LISTS_AT = tuple(FIELDS.index(name) for name in LIST_FIELDS)
+ABSENT_AT = tuple((FIELDS.index(name), value) for name, value in ABSENT_MODEL.items())
+# Each field's slot, set directly: a frozen dataclass's __init__ sets each field through
+# object.__setattr__: nearly half of what building a reference cost.
+SET_SLOTS = tuple(getattr(PriceReference, name).__set__ for name in FIELDS)
+
+
 def reference_from_row(
     row: Mapping[str, Any], model: str | None, strings_of: ListParser = strings_of
 ) -> PriceReference:
@@ -63,11 +77,15 @@ def reference_from_row(
 
     A model with no row takes its columns' defaults (the neutral coefficient, no features).
     """
-    found: bool = row["model_found"]
-    values: dict[str, Any] = {
-        name: (strings_of(row[name]) if name in LIST_FIELDS else row[name])
-        for name in (GROUP_FIELDS + MODEL_FIELDS if found else GROUP_FIELDS)
-    }
-    if not found:
-        values.update(ABSENT_MODEL)
-    return PriceReference(**values, model=model, model_found=found)
+    values = list(READ(row))
+    values.insert(MODEL_AT, model)
+    if not values[FOUND_AT]:
+        for at, absent in ABSENT_AT:
+            values[at] = absent
+    for at in LISTS_AT:
+        if values[at].__class__ is str:
+            values[at] = strings_of(values[at])
+    reference = object.__new__(PriceReference)
+    for set_slot, value in zip(SET_SLOTS, values, strict=True):
+        set_slot(reference, value)
+    return reference
