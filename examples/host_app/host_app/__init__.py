@@ -1,1 +1,1 @@
-"""A small multi-tenant host application that adopts pricing_store (see the README)."""
+"""A small multi-tenant host application that adopts pricing_store (see docs/adopting.md)."""

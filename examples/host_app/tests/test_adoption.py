@@ -1,4 +1,4 @@
-"""The host's history and pricing_store's side by side in one database, as the README says."""
+"""The host's history and pricing_store's side by side in one database, as docs/adopting.md says."""
 
 from __future__ import annotations
 
