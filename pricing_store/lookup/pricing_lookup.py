@@ -186,22 +186,8 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
         """
         if self._pool is None:
-            pool = DriverPool(
-                self._connect,
-                self._pool_size,
-                where=self._settings.where(),
-                timeout=self._pool_timeout,
-            )
-            primary = (
-                DriverPool(
-                    self._connect_primary,
-                    GENERATION_POOL_SIZE,
-                    where=self._listen_settings.where(),
-                    timeout=self._pool_timeout,
-                )
-                if self._tracks_replay
-                else pool
-            )
+            pool = self._driver_pool(self._pool_size, primary=False)
+            primary = self._driver_pool(GENERATION_POOL_SIZE) if self._tracks_replay else pool
             if self._cache is not None or self._generator is not None:
                 try:
                     await require_schema(
@@ -217,12 +203,7 @@ class PricingLookup:
                 self._generations = Generations(
                     self._generator,
                     primary,
-                    lease_pool=DriverPool(
-                        self._connect_primary,
-                        LEASE_POOL_SIZE,
-                        where=self._listen_settings.where(),
-                        timeout=self._pool_timeout,
-                    ),
+                    lease_pool=self._driver_pool(LEASE_POOL_SIZE),
                     timeout=self._generation_timeout,
                     limit=self._max_generations,
                 )
@@ -425,6 +406,12 @@ class PricingLookup:
         await self.start()
         assert self._pool is not None
         return self._pool
+
+    def _driver_pool(self, size: int, *, primary: bool = True) -> DriverPool:
+        """Connections of the lookup's own: to the primary (`listen_to`'s), or for reads."""
+        settings = self._listen_settings if primary else self._settings
+        connect = self._connect_primary if primary else self._connect
+        return DriverPool(connect, size, where=settings.where(), timeout=self._pool_timeout)
 
     async def _connect(self) -> Any:
         return await prepared_for_lookups(await self._open_read(), self._settings)
