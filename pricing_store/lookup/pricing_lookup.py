@@ -163,7 +163,8 @@ class PricingLookup:
         self._primary: DriverPool | None = None
         self._generations: Generations | None = None
         if self._cache is not None:
-            self.get = hits_first(self._cache, self._get)  # type: ignore[method-assign,assignment]
+            # Hits first through a closure, misses on to this class's `get`.
+            self.get = hits_first(self._cache, self.get)  # type: ignore[method-assign,assignment]
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -244,9 +245,6 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
         """
-        return await self._get(brand, group, model)
-
-    async def _get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         spelled = (brand, group, model)
         try:  # entries are keyed canonically: a hit in that spelling needs no more work
             hit = self._hits.get(spelled, MISSING)
@@ -268,7 +266,7 @@ class PricingLookup:
         # On a standby a row comes even for no match, its model_found NULL.
         found = row is not None and row["model_found"] is not None
         reference = reference_from_row(row, key[2], self._parse_list) if found else None
-        if cache is not None and token is not None:
+        if cache is not None and token is not None:  # both or neither
             cache.put(key, key, reference, token, row["replayed"] if on_standby else None)
         return reference
 
