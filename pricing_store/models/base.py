@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from functools import partial
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, SupportsIndex, overload
 
@@ -16,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from pricing_store.validation import (
     BRAND_LENGTH,
     GROUP_NAME_LENGTH,
-    canonical_key,
+    KeyRule,
     list_length,
     string_element,
     string_elements,
@@ -40,8 +39,8 @@ FieldRule = Callable[[str, Any], Any]
 
 # The Brand×Group key both tables share; each model adds its own rules.
 KEY_RULES: dict[str, FieldRule] = {
-    "brand": partial(canonical_key, max_length=BRAND_LENGTH),
-    "group_name": partial(canonical_key, max_length=GROUP_NAME_LENGTH),
+    "brand": KeyRule(BRAND_LENGTH).check,
+    "group_name": KeyRule(GROUP_NAME_LENGTH).check,
 }
 
 

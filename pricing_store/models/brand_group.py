@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from functools import partial
 from typing import ClassVar
 
 from sqlalchemy import CheckConstraint, Index, Integer, Numeric, String, UniqueConstraint
@@ -23,8 +22,8 @@ from pricing_store.models.base import (
 
 BRAND_GROUP_RULES: dict[str, FieldRule] = {
     **KEY_RULES,
-    "base_price": partial(rules.decimal_in_range, rule=rules.BASE_PRICE),
-    "condition_sensitivity": partial(rules.decimal_in_range, rule=rules.CONDITION_SENSITIVITY),
+    "base_price": rules.BASE_PRICE.check,
+    "condition_sensitivity": rules.CONDITION_SENSITIVITY.check,
     "expected_origins": rules.string_list,
     "expected_decades": rules.string_list,
     "expected_trends": rules.string_list,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from functools import partial
 from typing import ClassVar
 
 from sqlalchemy import CheckConstraint, Index, Integer, Numeric, String, UniqueConstraint
@@ -23,8 +22,8 @@ from pricing_store.models.base import (
 
 MODEL_RULES: dict[str, FieldRule] = {
     **KEY_RULES,
-    "model": partial(rules.canonical_key, max_length=rules.MODEL_LENGTH),
-    "coefficient": partial(rules.decimal_in_range, rule=rules.COEFFICIENT),
+    "model": rules.KeyRule(rules.MODEL_LENGTH).check,
+    "coefficient": rules.COEFFICIENT.check,
     "expected_features": rules.string_list,
 }
 
