@@ -71,6 +71,13 @@ class CanonicalKeys:
         Raises:
             InvalidValueError: naming the position, if the key is not valid.
         """
+        if type(key) is tuple:  # a key asked before in canonical spelling is known as it is
+            try:
+                known = self._known.get(key)
+            except TypeError:  # unhashable: certainly not known
+                known = None
+            if known is not None:
+                return known
         if not isinstance(key, tuple) or len(key) not in (2, 3):
             raise InvalidValueError(f"keys[{position}]", "must be a (brand, group[, model]) tuple")
         try:

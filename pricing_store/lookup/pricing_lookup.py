@@ -359,16 +359,16 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
         """
-        hits = self._hits
+        hits, canonical_at, note = self._hits.get, self._canonical.at, self._note
         found: dict[Any, PriceReference | None] = {}
         misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
         for position, key in enumerate(listed_keys(keys)):
             # First, so that a key that is no tuple of strings fails here, hashable or not.
-            canonical = self._canonical.at(position, key)
-            hit = hits.get(canonical, MISSING)
+            canonical = canonical_at(position, key)
+            hit = hits(canonical, MISSING)
             if hit is not MISSING:
                 found[key] = hit  # type: ignore[assignment]
-                self._note(hit or canonical)  # type: ignore[misc]
+                note(hit or canonical)  # type: ignore[misc]
                 continue
             misses.append((key, canonical))
         self._miss_count += len(misses)
@@ -425,19 +425,19 @@ def hits_first(cache: ReferenceCache, otherwise: Get) -> Get:
     """`get` for a cached lookup: a hit in the spelling asked, else `otherwise`.
 
     Hits are most of a cached lookup's calls, and attribute look-ups a good part of a hit's
-    cost: this closure holds what a hit needs in its own cells.
+    cost: this closure holds what a hit needs in its own cells. A key cached as unknown
+    (None) goes on to `otherwise` too, which serves it from the cache as well.
     """
-    find, note, missing = cache.entries.get, cache.note, MISSING
+    find, note = cache.entries.get, cache.note
 
     async def get(brand: str, group: str, model: str | None = None) -> PriceReference | None:
-        spelled = (brand, group, model)
         try:
-            hit = find(spelled, missing)
+            hit = find((brand, group, model))
         except TypeError:  # unhashable, so certainly not a valid key
-            hit = missing
-        if hit is missing:
+            hit = None
+        if hit is None:
             return await otherwise(brand, group, model)
-        note(hit or spelled)  # a reference names its key: nothing made for this hit is kept
+        note(hit)  # a reference names its key: nothing made for this hit is kept
         return hit  # type: ignore[no-any-return]
 
     return get
