@@ -112,6 +112,30 @@ async def test_repeated_keys_resolve_to_the_last_after_canonicalisation(
     assert (await prices(session))["Levi's"] == Decimal("30.00")
 
 
+@pytest.mark.parametrize("repeated", [False, True], ids=["distinct keys", "a repeated key"])
+async def test_a_column_left_out_takes_its_default_on_update_too(
+    session: AsyncSession, repeated: bool
+) -> None:
+    repository = BrandGroupRepository(session)
+    await repository.upsert(
+        brand_group(brand="Levi's", condition_sensitivity="1.3", expected_origins=["USA"])
+    )
+    item = {"brand": "Levi's", "group_name": "jeans", "base_price": 30}
+
+    result = await repository.bulk_upsert([item, item] if repeated else [item])
+
+    stored = (
+        await session.execute(
+            text(
+                "SELECT condition_sensitivity, expected_origins FROM public.brand_groups "
+                "WHERE brand = 'Levi''s'"
+            )
+        )
+    ).one()
+    assert result == UpsertResult(inserted=0, updated=1, unchanged=0)
+    assert tuple(stored) == (Decimal("1.00"), [])
+
+
 async def test_model_objects_and_mappings_mix_and_defaults_fill_gaps(
     session: AsyncSession,
 ) -> None:

@@ -1,10 +1,11 @@
 """Bulk upsert: COPY validated items into a private staging table, then one set-based upsert.
 
 Records stream to the server as they are validated, so memory stays flat; the target table
-is written only after every item has passed, by one `INSERT ... SELECT ... ON CONFLICT` that
-does the row work of many single upserts without their per-statement cost. It all runs in a
-savepoint: a bad item or a failed statement leaves the caller's transaction usable and the
-target table untouched.
+is written only after every item has passed, by one `UPDATE ... FROM` and one
+`INSERT ... SELECT` that do the row work of many single upserts without their
+per-statement cost. Where a key comes more than once, the last item's row is picked first.
+It all runs in a savepoint: a bad item or a failed statement leaves the caller's
+transaction usable and the target table untouched.
 """
 
 from __future__ import annotations
@@ -81,8 +82,12 @@ async def bulk_upsert(
             raise
         if records.error is not None:
             raise records.error  # the savepoint rolls back what was staged
-        statements = merge_statements(row_class)
-        total = (await connection.execute(text(statements.source))).rowcount
+        repeated = (await connection.execute(text(repeated_keys(row_class)))).scalar()
+        statements = merge_statements(row_class, keys_distinct=not repeated)
+        if statements.deduplicate is None:
+            total = records.count
+        else:
+            total = (await connection.execute(text(statements.deduplicate))).rowcount
         updated = (await connection.execute(text(statements.update))).rowcount
         try:
             async with session.begin_nested():
@@ -95,7 +100,7 @@ async def bulk_upsert(
             # Another transaction committed some of these keys meanwhile: merge with them.
             inserted, raced = (await connection.execute(text(statements.insert_racing))).one()
             updated += raced
-        await connection.execute(text(f"DROP TABLE {STAGING}, {SOURCE}"))
+        await connection.execute(text(statements.drop))
     return UpsertResult(inserted=inserted, updated=updated, unchanged=total - inserted - updated)
 
 
@@ -125,20 +130,24 @@ class StagedRecords:
         target = table_of(row_class)
         self.lists = [field for field in self.fields if is_list(target.c[field])]
         self.error: InvalidValueError | None = None
+        self.count = 0
 
     async def __aiter__(self) -> AsyncIterator[tuple[Any, ...]]:
+        row_class, fields, lists = self.row_class, self.fields, self.lists
+        batch_size = self.batch_size
         for position, item in enumerate(self.items):
             try:
-                values = item_values(self.row_class, item)
+                values = item_values(row_class, item)
             except InvalidValueError as error:
                 self.error = at_position(position, error)
                 return
             # JSON text: cheaper for asyncpg to encode than a list as text[].
-            for field in self.lists:
+            for field in lists:
                 if field in values:
                     values[field] = json_array(values[field])
-            yield (position, *map(values.get, self.fields))
-            if position % self.batch_size == self.batch_size - 1:
+            yield (position, *map(values.get, fields))
+            self.count = position + 1
+            if position % batch_size == batch_size - 1:
                 await asyncio.sleep(0)
                 if self.connection_closed():
                     return
@@ -154,51 +163,64 @@ def staging_ddl(row_class: RowClass) -> str:
     )
 
 
+@cache
+def repeated_keys(row_class: RowClass) -> str:
+    """Whether a key was staged more than once: a hash aggregate, cheaper than sorting."""
+    key = joined(row_class.natural_key)
+    return f"SELECT EXISTS (SELECT FROM {STAGING} GROUP BY {key} HAVING count(*) > 1)"
+
+
 @dataclass(frozen=True)
 class MergeStatements:
     """The set-based upsert of the staged rows, in steps PostgreSQL plans well."""
 
-    source: str
+    deduplicate: str | None
     update: str
     insert: str
     insert_racing: str
+    drop: str
 
 
 @cache
-def merge_statements(row_class: RowClass) -> MergeStatements:
+def merge_statements(row_class: RowClass, *, keys_distinct: bool) -> MergeStatements:
     """Upsert the staged rows, the last item per key, counting what happened.
 
-    Existing keys are updated by one join and new keys inserted by another, which costs
-    PostgreSQL less than `ON CONFLICT` probing every row. Should another transaction
-    commit one of the new keys meanwhile, the insert fails on the unique constraint and
-    `insert_racing` runs instead, with `ON CONFLICT`; it returns `xmax = 0`, true for a
-    freshly inserted row and false for an updated one.
+    With a key staged more than once, `deduplicate` first keeps the last item's row per
+    key; with every key distinct, the staged rows are the source as they are. Existing
+    keys are updated by one join and new keys inserted by another, which costs PostgreSQL
+    less than `ON CONFLICT` probing every row. Should another transaction commit one of
+    the new keys meanwhile, the insert fails on the unique constraint and `insert_racing`
+    runs instead, with `ON CONFLICT`; it returns `xmax = 0`, true for a freshly inserted
+    row and false for an updated one.
     """
     target = table_of(row_class)
     fields = list(row_class.field_rules)
     data = updatable_fields(row_class)
     key = joined(row_class.natural_key)
+    source_table = STAGING if keys_distinct else SOURCE
     matched = same_key(row_class.natural_key, columns_of("source"), "target")
-    values = joined(staged_value(target.c[field]) for field in fields)
+    value = {field: staged_value(target.c[field]) for field in fields}
     new_keys = (
         f"INSERT INTO {target.fullname} AS target ({joined(fields)}) "
-        f"SELECT {joined(fields)} FROM {SOURCE} AS source "
+        f"SELECT {joined(value[field] for field in fields)} FROM {source_table} AS source "
         f"WHERE NOT EXISTS (SELECT FROM {target.fullname} AS target WHERE {matched})"
     )
     return MergeStatements(
         # Not analyzed: PostgreSQL sizes a never-analyzed table by its pages, enough to pick
         # index lookups for a small batch and hash joins for a large one.
-        source=(
+        deduplicate=None
+        if keys_distinct
+        else (
             f"CREATE TEMPORARY TABLE {SOURCE} ON COMMIT DROP AS "
-            f"SELECT DISTINCT ON ({key}) {values} "
+            f"SELECT DISTINCT ON ({key}) * "
             f"FROM {STAGING} ORDER BY {key}, {POSITION} DESC"
         ),
         update=(
             f"UPDATE {target.fullname} AS target "
-            f"SET {joined(f'{field} = source.{field}' for field in data)}, updated_at = now() "
-            f"FROM {SOURCE} AS source WHERE {matched} "
+            f"SET {joined(f'{field} = {value[field]}' for field in data)}, updated_at = now() "
+            f"FROM {source_table} AS source WHERE {matched} "
             f"AND ({joined(f'target.{field}' for field in data)}) "
-            f"IS DISTINCT FROM ({joined(f'source.{field}' for field in data)})"
+            f"IS DISTINCT FROM ({joined(value[field] for field in data)})"
         ),
         insert=new_keys,
         # Every staged row again: the keys committed meanwhile are now visible, and must
@@ -206,23 +228,25 @@ def merge_statements(row_class: RowClass) -> MergeStatements:
         insert_racing=f"""
             WITH written AS (
                 INSERT INTO {target.fullname} AS target ({joined(fields)})
-                SELECT {joined(fields)} FROM {SOURCE} {on_conflict_update(row_class)}
+                SELECT {joined(value[field] for field in fields)}
+                FROM {source_table} AS source {on_conflict_update(row_class)}
                 RETURNING xmax = 0 AS inserted
             )
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
             FROM written
         """,
+        drop=f"DROP TABLE {STAGING}" if keys_distinct else f"DROP TABLE {STAGING}, {SOURCE}",
     )
 
 
 def staged_value(target: Column[Any]) -> str:
     """The staged value as its column takes it, or the column's default where it is missing."""
-    value = target.name
+    value = f"source.{target.name}"
     default = target.server_default
     if isinstance(default, DefaultClause):
         sql = default.arg if isinstance(default.arg, str) else str(default.arg)
         value = f"coalesce({value}, {sql})"
-    return f"{value} AS {target.name}"
+    return value
 
 
 def is_list(target: Column[Any]) -> bool:
