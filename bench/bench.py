@@ -22,14 +22,8 @@ from sqlalchemy.engine import URL
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import print_table
-from bench.reads import bench_reads
-from bench.writes import (
-    bench_bulk,
-    bench_single_upsert,
-    copy_ratio,
-    core_ratio,
-    executemany_ratio,
-)
+from bench.reads import bench_reads, read_goals
+from bench.writes import bench_bulk, bench_single_upsert, write_goals
 from pricing_store import create_engine
 from tests.helpers import alembic_config
 from tests.provision import postgres_server, server_source, throwaway_database
@@ -63,9 +57,9 @@ async def main() -> None:
             writes += await bench_single_upsert(url)
             reads = await bench_reads(url)
             print_table(writes + reads)
-            print(copy_ratio(writes))
-            print(executemany_ratio(writes))
-            print(core_ratio(writes))
+            # Each goal, then the line it is measured against where that is not the driver.
+            for goal in write_goals(writes) + read_goals(reads):
+                print(goal)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,14 @@ def print_table(lines: list[Line]) -> None:
     print(f"{'operation':<36} {'contender':<38} {'throughput':>18}  {'ratio':>7}")
     for operation, contender, unit, per_second, ratio in lines:
         print(f"{operation:<36} {contender:<38} {per_second:>10,.0f} {unit:<7} {ratio:>7.2f}x")
+
+
+def against(lines: list[Line], contender: str, limit: str, goal: float | None = None) -> str:
+    """`contender`'s rate over `limit`'s as a sentence, with the goal when there is one.
+
+    Both ratios to their operation's first contender are medians of paired rounds; their
+    quotient compares the two contenders as closely in time as the table allows.
+    """
+    ratios = {name: ratio for _, name, _, _, ratio in lines}
+    wanted = f" (goal {goal:.2f}x)" if goal is not None else ""
+    return f"{contender}: {ratios[contender] / ratios[limit]:.2f}x {limit}{wanted}"
