@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store import BrandGroupRepository, ModelRepository, PricingLookup
+from pricing_store import BrandGroupRepository, InvalidValueError, ModelRepository, PricingLookup
 from tests.factories import brand_group, model
 from tests.helpers import Counted, eventually
 from tests.provision import asyncpg_dsn
@@ -271,3 +271,19 @@ async def test_stats_are_a_snapshot(lookup: Counted) -> None:
     )
     await lookup.get("Brand 1", "jeans")
     assert stats.hits == 2  # a snapshot does not move
+
+
+@pytest.mark.usefixtures("stored")
+async def test_unknown_keys_and_other_spellings_are_hits_too(lookup: Counted) -> None:
+    assert await lookup.get("Nobody", "jeans") is None
+    assert await base_price(lookup, "Brand 1") == Decimal("25.00")
+    sent = await reads(lookup)
+
+    assert await lookup.get("Nobody", "jeans") is None  # cached as unknown
+    assert await lookup.get(" Nobody ", "jeans") is None  # another spelling of it
+    assert await base_price(lookup, "  Brand 1") == Decimal("25.00")
+    with pytest.raises(InvalidValueError, match=r"^brand: must be a string, not list"):
+        await lookup.get(["Brand 1"], "jeans")  # type: ignore[arg-type]
+
+    assert await reads(lookup) == sent
+    assert lookup.stats().hits == 3

@@ -26,7 +26,7 @@ def test_the_least_recently_used_entry_goes_first() -> None:
     cache = active(size=2)
     put(cache, GROUP)
     put(cache, OTHER)
-    cache.note(GROUP)  # a hit: GROUP is now the most recent
+    cache.notes.append(GROUP)  # a hit: GROUP is now the most recent
     put(cache, MODEL_501)
     assert set(cache.entries) == {GROUP, MODEL_501}
     assert cache.evictions["size"] == 1
@@ -46,10 +46,10 @@ def test_the_order_and_the_hit_count_stay_exact_over_many_more_hits_than_entries
     for key, value in values.items():
         put(cache, key, value)
     # MODEL_501 is never hit; GROUP once, then OTHER thousands of times: MODEL_501 goes.
-    cache.note(values[GROUP])
+    cache.notes.append(values[GROUP])
     for _ in range(10_000):
-        cache.note(values[OTHER])
-    cache.note(("Levi's", "jeans", None))  # an unknown key's hit notes the key itself
+        cache.notes.append(values[OTHER])
+    cache.notes.append(("Levi's", "jeans", None))  # an unknown key's hit notes the key itself
     assert cache.hits == 10_002
     put(cache, MODEL_505)
     assert list(cache.entries) == [OTHER, GROUP, MODEL_505]

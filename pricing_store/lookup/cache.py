@@ -66,15 +66,14 @@ class ReferenceCache:
     """
 
     def __init__(self, size: int, key_of: Callable[[Any], Any] = lambda key: key) -> None:
-        """`key_of` gives the key of a value noted in place of its key (see `note`)."""
+        """`key_of` gives the key of a value noted in place of its key (see `notes`)."""
         self.size = size
         self.entries: OrderedDict[Any, Any] = OrderedDict()
-        # A hit only appends its key, or its value when that names its key, here: one C call
-        # and no object kept that was made for the hit. `tally` later counts the notes and
+        # A hit only appends its key, or its value when that names its key, to `notes`:
+        # no object kept that was made for the hit. `tally` later counts the notes and
         # reorders the entries by them, before anything is stored, evicted or reported, so
         # the order and the count stay exact.
-        self._notes: list[Any] = []
-        self.note = self._notes.append
+        self.notes: list[Any] = []
         self._key_of = key_of
         self._hits_tallied = 0
         self._canonical: dict[Any, Key] = {}
@@ -119,11 +118,11 @@ class ReferenceCache:
     @property
     def hits(self) -> int:
         """Every hit noted so far."""
-        return self._hits_tallied + len(self._notes)
+        return self._hits_tallied + len(self.notes)
 
     def tally(self) -> None:
         """Count the noted hits and move their entries to the end, the latest hit last."""
-        notes = self._notes
+        notes = self.notes
         if not notes:
             return
         self._hits_tallied += len(notes)

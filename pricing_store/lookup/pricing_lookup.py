@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
@@ -144,8 +144,11 @@ class PricingLookup:
         self._hits: Mapping[Any, PriceReference | None] = (
             self._cache.entries if self._cache is not None else NO_HITS
         )
-        # Notes a hit (only ever called on a hit, so never without a cache).
-        self._note = self._cache.note if self._cache is not None else None
+        # Its `get`, bound once: an OrderedDict's methods are not among those CPython looks
+        # up fastest.
+        self._find_hit = self._hits.get
+        # Where a hit is noted (see ReferenceCache.notes); never used without a cache.
+        self._notes: list[Any] = self._cache.notes if self._cache is not None else []
         # With listen_to, reads may go to a standby (a value is cached only once it has
         # replayed enough), and writes go to listen_to's server, the primary.
         self._tracks_replay = listen_to is not None
@@ -162,9 +165,6 @@ class PricingLookup:
         )
         self._primary: DriverPool | None = None
         self._generations: Generations | None = None
-        if self._cache is not None:
-            # Hits first through a closure, misses on to this class's `get`.
-            self.get = hits_first(self._cache, self.get)  # type: ignore[method-assign,assignment]
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -245,17 +245,32 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
         """
-        spelled = (brand, group, model)
-        try:  # entries are keyed canonically: a hit in that spelling needs no more work
-            hit = self._hits.get(spelled, MISSING)
+        # Hits are most of a cached lookup's calls: their path comes first, in the fewest
+        # and cheapest calls (a list's append is one CPython runs inline).
+        try:
+            hit = self._find_hit((brand, group, model))
         except TypeError:  # unhashable, so certainly not a valid key
-            hit = MISSING
-        if hit is not MISSING:
-            self._note(hit or spelled)  # type: ignore[misc]
-            return hit  # type: ignore[return-value]
+            hit = None
+        if hit is None:  # a miss, or a key cached as unknown
+            return await self._get_otherwise(brand, group, model)
+        self._notes.append(hit)  # a reference names its key: nothing made for this hit is kept
+        return hit
+
+    async def _get_otherwise(
+        self, brand: str, group: str, model: str | None
+    ) -> PriceReference | None:
+        """`get` past a hit in the spelling asked: a key cached as unknown, or a read."""
+        spelled = (brand, group, model)
+        try:
+            cached_as_unknown = spelled in self._hits  # `get` found None there, if anything
+        except TypeError:  # unhashable: the canonical form says which part is wrong
+            cached_as_unknown = False
+        if cached_as_unknown:
+            self._notes.append(spelled)
+            return None
         key = self._canonical(brand, group, model)
         if key != spelled and (hit := self._hits.get(key, MISSING)) is not MISSING:
-            self._note(hit or key)  # type: ignore[misc]
+            self._notes.append(hit or key)
             return hit  # type: ignore[return-value]
         self._miss_count += 1
         pool = self._pool or await self._started_pool()
@@ -359,7 +374,7 @@ class PricingLookup:
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
         """
-        hits, canonical_at, note = self._hits.get, self._canonical.at, self._note
+        hits, canonical_at, note = self._hits.get, self._canonical.at, self._notes.append
         found: dict[Any, PriceReference | None] = {}
         misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
         for position, key in enumerate(listed_keys(keys)):
@@ -368,7 +383,7 @@ class PricingLookup:
             hit = hits(canonical, MISSING)
             if hit is not MISSING:
                 found[key] = hit  # type: ignore[assignment]
-                note(hit or canonical)  # type: ignore[misc]
+                note(hit or canonical)
                 continue
             misses.append((key, canonical))
         self._miss_count += len(misses)
@@ -416,31 +431,6 @@ class PricingLookup:
 
     async def _connect_primary(self) -> Any:
         return await prepared_for_lookups(await self._open_primary(), self._listen_settings)
-
-
-Get = Callable[[str, str, str | None], Coroutine[Any, Any, PriceReference | None]]
-
-
-def hits_first(cache: ReferenceCache, otherwise: Get) -> Get:
-    """`get` for a cached lookup: a hit in the spelling asked, else `otherwise`.
-
-    Hits are most of a cached lookup's calls, and attribute look-ups a good part of a hit's
-    cost: this closure holds what a hit needs in its own cells. A key cached as unknown
-    (None) goes on to `otherwise` too, which serves it from the cache as well.
-    """
-    find, note = cache.entries.get, cache.note
-
-    async def get(brand: str, group: str, model: str | None = None) -> PriceReference | None:
-        try:
-            hit = find((brand, group, model))
-        except TypeError:  # unhashable, so certainly not a valid key
-            hit = None
-        if hit is None:
-            return await otherwise(brand, group, model)
-        note(hit)  # a reference names its key: nothing made for this hit is kept
-        return hit  # type: ignore[no-any-return]
-
-    return get
 
 
 async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any:
