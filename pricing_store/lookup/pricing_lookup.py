@@ -246,9 +246,11 @@ class PricingLookup:
             SchemaNotMigratedError: if the tables are missing.
         """
         # Hits are most of a cached lookup's calls: their path comes first, in the fewest
-        # and cheapest calls (a list's append is one CPython runs inline).
+        # and cheapest steps CPython has (its bytecode specialises a local's call, not a
+        # call on an instance attribute, and runs a list's append inline).
+        find_hit = self._find_hit
         try:
-            hit = self._find_hit((brand, group, model))
+            hit = find_hit((brand, group, model))
         except TypeError:  # unhashable, so certainly not a valid key
             hit = None
         if hit is None:  # a miss, or a key cached as unknown
