@@ -6,13 +6,13 @@ which rule, and returns the canonical value to store.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cached_property
 
 from pricing_store.errors import InvalidValueError
 
@@ -26,10 +26,12 @@ class DecimalRule:
     minimum: Decimal
     maximum: Decimal
 
-    @cached_property
-    def quantum(self) -> Decimal:
-        """One unit of the last decimal place the column keeps (0.01 for a scale of 2)."""
-        return Decimal(1).scaleb(-self.scale)
+    # One unit of the last decimal place the column keeps (0.01 for a scale of 2); a field,
+    # so reading it is an attribute read CPython specialises, as a cached_property's is not.
+    quantum: Decimal = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.scale))
 
     def check_sql(self, column: str) -> str:
         """Render the CHECK expression that enforces the range in the database."""
@@ -102,6 +104,9 @@ MAX_PAGE_SIZE = 100_000
 MAX_KEYS_PER_CALL = 100_000
 # Bounds of a JSONB list: generous for real data, and far below what PostgreSQL refuses.
 MAX_LIST_ELEMENTS = 100
+# What a list may be given as. A tuple of types, not `list | tuple`: written in a call,
+# that union is built again on every call, which costs more than the check.
+LIST_TYPES = (list, tuple)
 MAX_ELEMENT_LENGTH = 200
 
 BRAND_LENGTH = 100
@@ -158,7 +163,7 @@ def string_list(field: str, value: object) -> list[str]:
             MAX_LIST_ELEMENTS elements, or an element is not a non-empty, NUL-free string of
             at most MAX_ELEMENT_LENGTH characters.
     """
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, LIST_TYPES):
         require_not_none(field, value)
         raise InvalidValueError(field, f"must be a list of strings, not {type(value).__name__}")
     list_length(field, len(value))
