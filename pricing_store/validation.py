@@ -78,7 +78,7 @@ class KeyRule:
             raise InvalidValueError(field, "must not be empty or blank")
         if "\x00" in text:
             raise InvalidValueError(field, "must not contain a NUL character")
-        if not is_utf8(text):
+        if not (text.isascii() or is_utf8(text)):  # the common case without a call
             raise InvalidValueError(field, LONE_SURROGATE)
         if len(text) > self.max_length:
             raise InvalidValueError(
@@ -166,16 +166,17 @@ def string_list(field: str, value: object) -> list[str]:
     if not isinstance(value, LIST_TYPES):
         require_not_none(field, value)
         raise InvalidValueError(field, f"must be a list of strings, not {type(value).__name__}")
-    list_length(field, len(value))
-    # Bulk loads validate millions of elements: one inline test each, and the rule's own
-    # message only for an element that fails it.
+    if len(value) > MAX_LIST_ELEMENTS:
+        list_length(field, len(value))
+    # Bulk loads validate millions of elements: one inline test each (no call for ASCII
+    # text), and the rule's own message only for an element that fails it.
     for element in value:
         if (
             not isinstance(element, str)
             or len(element) > MAX_ELEMENT_LENGTH
             or not element.strip()
             or "\x00" in element
-            or not is_utf8(element)
+            or not (element.isascii() or is_utf8(element))
         ):
             string_element(field, element)
     return list(value)
