@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from decimal import Decimal
 from typing import Any
 
@@ -82,6 +82,9 @@ async def test_get_returns_the_brand_group_and_the_model(engine: AsyncEngine) ->
     assert unknown_model.coefficient == Decimal("1.00")
     assert unknown is None
     assert len({with_model, without_model}) == 2  # hashable
+    assert type(with_model) is PriceReference
+    with pytest.raises(FrozenInstanceError):
+        with_model.base_price = Decimal("1.00")  # type: ignore[misc]
 
 
 async def test_list_elements_come_back_exactly(
