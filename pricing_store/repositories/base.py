@@ -204,11 +204,9 @@ class Repository(Generic[RowT]):
         """
         return await self._find(self._canonical(key))
 
+    @translated
     async def _find(self, values: Mapping[str, Any]) -> RowT | None:
-        """Find the row with the natural key of these canonical values.
-
-        Called only from public methods, which translate what it raises.
-        """
+        """Find the row with the natural key of these canonical values."""
         key = {field: values[field] for field in self.row_class.natural_key}
         row: RowT | None = await self.session.scalar(find_by_key(self.row_class), key)
         return row
