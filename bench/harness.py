@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 ROUNDS = 5
+# The contender most operations are measured against.
+PREPARED = "raw asyncpg prepared fetchrow"
 
 Run = Callable[[], Awaitable[None]]
 Contender = tuple[str, int, Run, Run]  # name, units of work, set-up (untimed), run (timed)

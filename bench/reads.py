@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bench.harness import Line, against, compare, nothing
+from bench.harness import PREPARED, Line, against, compare, nothing
 from pricing_store import (
     BrandGroup,
     BrandGroupRepository,
@@ -156,7 +156,7 @@ async def bench_reads(url: URL) -> list[Line]:
             "lookup.get, uncached",
             "calls/s",
             [
-                ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
+                (PREPARED, CALLS, nothing, raw_get),
                 ("PricingLookup.get", CALLS, nothing, lookup_get),
             ],
             rounds=ROUNDS,
@@ -165,7 +165,7 @@ async def bench_reads(url: URL) -> list[Line]:
             "lookup.get, cached hit",
             "calls/s",
             [
-                ("raw asyncpg prepared fetchrow", CALLS, nothing, raw_get),
+                (PREPARED, CALLS, nothing, raw_get),
                 (CACHED, CACHED_CALLS, warm, cached_get),
                 (FLOOR, CACHED_CALLS, nothing, awaited_look_ups),
             ],
@@ -375,7 +375,7 @@ async def bench_find(raw: Any, sessions: Any) -> list[Line]:
         "find_by_brand_and_group",
         "calls/s",
         [
-            ("raw asyncpg prepared fetchrow", FIND_CALLS, nothing, raw_find),
+            (PREPARED, FIND_CALLS, nothing, raw_find),
             ("seed ORM code, new session per call", FIND_CALLS, nothing, seed_new_session),
             ("seed ORM code, one session", FIND_CALLS, nothing, seed_one_session),
             ("advanced-alchemy get_one_or_none", FIND_CALLS, nothing, advanced_alchemy),

@@ -10,7 +10,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from bench.harness import Line, against, compare
+from bench.harness import PREPARED, Line, against, compare
 from pricing_store import BrandGroup, BrandGroupRepository, create_engine, create_session_factory
 from pricing_store.repositories.statements import upsert_returning_row
 from tests.provision import asyncpg_dsn
@@ -185,7 +185,7 @@ async def bench_single_upsert(url: URL) -> list[Line]:
         "upsert one row",
         "calls/s",
         [
-            ("raw asyncpg prepared fetchrow", SINGLE_CALLS, empty, raw_upsert),
+            (PREPARED, SINGLE_CALLS, empty, raw_upsert),
             (CORE_UPSERT, SINGLE_CALLS, empty, core_upsert),
             (PACKAGE_UPSERT, SINGLE_CALLS, empty, package_upsert),
         ],
@@ -202,5 +202,5 @@ def write_goals(lines: list[Line]) -> list[str]:
         against(lines, BULK, COPY, 0.6),
         against(lines, BULK_QUIET, EXECUTEMANY_QUIET, 1.75),
         against(lines, PACKAGE_UPSERT, CORE_UPSERT, 0.8),
-        against(lines, CORE_UPSERT, "raw asyncpg prepared fetchrow"),
+        against(lines, CORE_UPSERT, PREPARED),
     ]

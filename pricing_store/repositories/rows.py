@@ -31,7 +31,7 @@ def item_values(
     """
     rules = row_class.field_rules
     # A plain dict first: bulk loads pass millions, and an ABC check costs more than this.
-    if item.__class__ is dict or (isinstance(item, Mapping) and not isinstance(item, row_class)):
+    if item.__class__ is dict or isinstance(item, Mapping):
         if not rules.keys() >= item.keys():
             unknown = sorted(str(field) for field in item if field not in rules)
             raise InvalidValueError(unknown[0], f"is not a column of {row_class.__name__}")
