@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 ROUNDS = 5
 # The contender most operations are measured against.
@@ -13,7 +14,17 @@ PREPARED = "raw asyncpg prepared fetchrow"
 
 Run = Callable[[], Awaitable[None]]
 Contender = tuple[str, int, Run, Run]  # name, units of work, set-up (untimed), run (timed)
-Line = tuple[str, str, str, float, float]  # operation, contender, unit, per second, ratio
+
+
+class Line(NamedTuple):
+    """One contender's medians, and its rate in each round (for paired ratios)."""
+
+    operation: str
+    contender: str
+    unit: str
+    per_second: float
+    ratio: float  # to the operation's first contender
+    rates: tuple[float, ...]
 
 
 async def compare(
@@ -35,15 +46,21 @@ async def compare(
             rates[name].append(work / (time.perf_counter() - started))
     baseline = rates[contenders[0][0]]
     return [
-        (
+        Line(
             operation,
             name,
             unit,
             statistics.median(own),
-            statistics.median(mine / base for mine, base in zip(own, baseline, strict=True)),
+            paired_ratio(own, baseline),
+            tuple(own),
         )
         for name, own in rates.items()
     ]
+
+
+def paired_ratio(rates: Sequence[float], baseline: Sequence[float]) -> float:
+    """The median over rounds of one rate over another measured in the same round."""
+    return statistics.median(mine / base for mine, base in zip(rates, baseline, strict=True))
 
 
 async def nothing() -> None:
@@ -53,16 +70,19 @@ async def nothing() -> None:
 def print_table(lines: list[Line]) -> None:
     """Print the table; each ratio is against the first contender of its operation."""
     print(f"{'operation':<36} {'contender':<38} {'throughput':>18}  {'ratio':>7}")
-    for operation, contender, unit, per_second, ratio in lines:
+    for operation, contender, unit, per_second, ratio, _ in lines:
         print(f"{operation:<36} {contender:<38} {per_second:>10,.0f} {unit:<7} {ratio:>7.2f}x")
 
 
 def against(lines: list[Line], contender: str, limit: str, goal: float | None = None) -> str:
-    """`contender`'s rate over `limit`'s as a sentence, with the goal when there is one.
+    """`contender`'s rate over `limit`'s (same operation) as a sentence, with the goal if any.
 
-    Both ratios to their operation's first contender are medians of paired rounds; their
-    quotient compares the two contenders as closely in time as the table allows.
+    The ratio is the median of the two rates' quotients round by round: turns close in
+    time, unaffected by how a third contender of the operation happened to run.
     """
-    ratios = {name: ratio for _, name, _, _, ratio in lines}
+    mine = next(line for line in lines if line.contender == contender)
+    theirs = next(
+        line for line in lines if line.operation == mine.operation and line.contender == limit
+    )
     wanted = f" (goal {goal:.2f}x)" if goal is not None else ""
-    return f"{contender}: {ratios[contender] / ratios[limit]:.2f}x {limit}{wanted}"
+    return f"{contender}: {paired_ratio(mine.rates, theirs.rates):.2f}x {limit}{wanted}"
