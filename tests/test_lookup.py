@@ -132,6 +132,25 @@ async def test_get_many_answers_every_key_as_passed(engine: AsyncEngine) -> None
 
 
 @pytest.mark.usefixtures("stored")
+async def test_get_many_reads_each_reference_as_get_does(engine: AsyncEngine) -> None:
+    keys = [
+        ("Levi's", "jeans", "Big E"),
+        ("Levi's", "jeans", "Type III"),
+        ("Levi's", "jeans", None),
+        ("Nike", "sneakers", None),
+    ]
+    async with PricingLookup(engine) as lookup:
+        one_by_one = [await lookup.get(*key) for key in keys]
+        found = await lookup.get_many(keys)
+
+    assert [found[key] for key in keys] == one_by_one
+    unknown_model = found[("Levi's", "jeans", "Type III")]
+    assert unknown_model is not None
+    # The column's default at the column's scale, as a stored coefficient reads.
+    assert (str(unknown_model.coefficient), unknown_model.expected_features) == ("1.00", ())
+
+
+@pytest.mark.usefixtures("stored")
 async def test_get_and_get_many_are_one_round_trip(engine: AsyncEngine) -> None:
     async with Counted(engine) as lookup:
         await lookup.get("Levi's", "jeans", "501")

@@ -282,7 +282,7 @@ class PricingLookup:
         row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
         # On a standby a row comes even for no match, its model_found NULL.
         found = row is not None and row["model_found"] is not None
-        reference = reference_from_row(row, key[2], self._parse_list) if found else None
+        reference = reference_from_row(row, self._parse_list) if found else None
         if cache is not None and token is not None:  # both or neither
             cache.put(key, key, reference, token, row["replayed"] if on_standby else None)
         return reference
@@ -332,7 +332,7 @@ class PricingLookup:
         row = await self._primary.fetchrow(GET_SQL, *key)
         if row is None:
             raise LookupError("the generated row was deleted before it could be read")
-        reference = reference_from_row(row, key[2], self._parse_list)
+        reference = reference_from_row(row, self._parse_list)
         if cache is not None and token is not None:
             cache.put(key, key, reference, token)
         return reference
@@ -405,13 +405,14 @@ class PricingLookup:
         if self._tracks_replay and cache is not None:
             rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
             replayed = rows[0]["replayed"]
-            rows = [row for row in rows if row["position"] is not None]
+            rows = [row for row in rows if row["model_found"] is not None]  # not "no match"
         else:
             rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
+        parse_list = self._parse_list
         for row in rows:
-            key = distinct[row["position"] - 1]
-            by_key[key] = reference_from_row(row, key[2], self._parse_list)
+            read = reference_from_row(row, parse_list)
+            by_key[key_of(read)] = read  # the canonical key it was asked by
         for original, canonical in misses:
             reference = found[original] = by_key.get(canonical)
             if cache is not None:

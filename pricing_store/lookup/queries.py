@@ -1,18 +1,20 @@
 """The lookup's SQL, written from the tables' metadata: a new column needs no edit here.
 
-A reference is every writable column of the Brand×Group's row and, for a model, every
-writable column of the model's row outside the key, each selected under its own name
-(JSONB as its JSON text, which the lookup parses once per distinct text).
+A reference's row is PriceReference's fields, in order and first (the reference is read by
+position): the Brand×Group's columns, the model asked for, the model's columns outside
+the key (their defaults when it has no row) and whether it has one. JSONB comes as its
+JSON text, which the lookup parses once per distinct text.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import TextClause
 
+from pricing_store.lookup.reference import FIELDS
 from pricing_store.models import BrandGroup, Model
 from pricing_store.repositories.statements import columns_of, parameters, same_key, table_of
 
@@ -21,49 +23,61 @@ MODELS: Table = table_of(Model)
 # The columns each table gives a reference, by name.
 GROUP_FIELDS = tuple(BrandGroup.field_rules)
 MODEL_FIELDS = tuple(name for name in Model.field_rules if name not in Model.natural_key)
-LIST_FIELDS = frozenset(
-    name
-    for table, names in ((BRAND_GROUPS, GROUP_FIELDS), (MODELS, MODEL_FIELDS))
-    for name in names
-    if isinstance(table.c[name].type, JSONB)
-)
+MODEL_FOUND = "m.id IS NOT NULL"
 
 
-def selected(alias: str, column: Column[Any]) -> str:
-    """`bg.base_price`, or `bg.expected_origins::text AS expected_origins` for JSONB."""
-    if isinstance(column.type, JSONB):
-        return f"{alias}.{column.name}::text AS {column.name}"
-    return f"{alias}.{column.name}"
+def as_text_if_json(column: Column[Any], sql: str) -> str:
+    """JSONB as its JSON text; anything else as it is."""
+    return f"({sql})::text" if isinstance(column.type, JSONB) else sql
 
 
-def absent_model_value(column: Column[Any]) -> Any:
-    """What a reference holds for a model column when the model has no row: its default.
-
-    A coefficient's default, 1.0, is the neutral one; a list's is empty.
-    """
-    if isinstance(column.type, JSONB):
-        return ()
+def default_sql(column: Column[Any]) -> str | None:
+    """The column's server default as an SQL expression of its type, if it has one."""
     default = getattr(column.server_default, "arg", None)
-    scale = getattr(column.type, "scale", None)
-    if default is None or scale is None:
+    if default is None:
         return None
-    return Decimal(str(default)).quantize(Decimal(1).scaleb(-scale))
+    written = (
+        default.text
+        if isinstance(default, TextClause)
+        else "'{}'".format(str(default).replace("'", "''"))
+    )
+    return f"CAST({written} AS {column.type.compile()})"
 
 
-SELECTED = ", ".join(
-    [
-        *(selected("bg", BRAND_GROUPS.c[name]) for name in GROUP_FIELDS),
-        *(selected("m", MODELS.c[name]) for name in MODEL_FIELDS),
-        "m.id IS NOT NULL AS model_found",
-    ]
-)
-ABSENT_MODEL = {name: absent_model_value(MODELS.c[name]) for name in MODEL_FIELDS}
+def model_column(column: Column[Any]) -> str:
+    """A model's column, or its default when the model has no row.
+
+    A coefficient's default, 1.00, is the neutral one; a list's is empty.
+    """
+    default = default_sql(column)
+    value = f"m.{column.name}" if default is None else f"coalesce(m.{column.name}, {default})"
+    return as_text_if_json(column, value)
+
+
+def reference_fields(model: str) -> str:
+    """PriceReference's fields, in order, each under its own name; `model`: the one asked."""
+
+    def field(name: str) -> str:
+        if name in GROUP_FIELDS:
+            column = BRAND_GROUPS.c[name]
+            return as_text_if_json(column, f"bg.{name}")
+        if name == "model":
+            return model
+        if name == "model_found":
+            return MODEL_FOUND
+        if name in MODEL_FIELDS:
+            return model_column(MODELS.c[name])
+        raise LookupError(f"PriceReference.{name} is no column of the lookup's tables")
+
+    return ", ".join(f"{field(name)} AS {name}" for name in FIELDS)
+
+
 GROUP_KEY = BrandGroup.natural_key
 MODEL_KEY = Model.natural_key
 
-# A Brand×Group and, when a model is asked for, its row; m.* is NULL without one.
+# A Brand×Group and, when a model is asked for, its row (or its columns' defaults).
 GET_SQL = f"""
-    SELECT {SELECTED}
+    SELECT {reference_fields("$3::text")}
     FROM {BRAND_GROUPS.fullname} AS bg
     LEFT JOIN {MODELS.fullname} AS m
         ON {same_key(GROUP_KEY, columns_of("bg"), "m")} AND m.{MODEL_KEY[-1]} = $3
@@ -74,20 +88,19 @@ GET_SQL = f"""
 # position, frozen), in a row even for no match.
 REPLAYED = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
 GET_ON_STANDBY_SQL = f"""
-    SELECT replay.replayed, found.*
+    SELECT found.*, replay.replayed
     FROM (SELECT {REPLAYED} AS replayed) AS replay
     LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
 """
-# The same for many keys at once, each row tagged with its key's position.
+# The same for many keys at once; a row names its key (brand, group_name and model).
 GET_MANY_SQL = f"""
-    SELECT k.position, {SELECTED}
-    FROM unnest($1::text[], $2::text[], $3::text[])
-        WITH ORDINALITY AS k({", ".join(MODEL_KEY)}, position)
+    SELECT {reference_fields(f"k.{MODEL_KEY[-1]}")}
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS k({", ".join(MODEL_KEY)})
     JOIN {BRAND_GROUPS.fullname} AS bg ON {same_key(GROUP_KEY, columns_of("k"), "bg")}
     LEFT JOIN {MODELS.fullname} AS m ON {same_key(MODEL_KEY, columns_of("k"), "m")}
 """
 GET_MANY_ON_STANDBY_SQL = f"""
-    SELECT replay.replayed, found.*
+    SELECT found.*, replay.replayed
     FROM (SELECT {REPLAYED} AS replayed) AS replay
     LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
 """

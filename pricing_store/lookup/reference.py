@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import _lru_cache_wrapper, lru_cache
-from operator import itemgetter
-from typing import Any
-
-from pricing_store.lookup.queries import ABSENT_MODEL, LIST_FIELDS
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +55,15 @@ def list_parser() -> _lru_cache_wrapper[tuple[str, ...]]:
     return lru_cache(maxsize=PARSED_LISTS)(strings_of)
 
 
-# PriceReference's fields in order; each but `model` (the key's, from the call) is read
-# from the row by the name of its column.
+# PriceReference's fields in order: the lookup's queries select them in this order, first
+# (see `queries`), so a row is read by position. Its lists (the tuples) come as JSON text.
 FIELDS = tuple(field.name for field in dataclasses.fields(PriceReference))
-READ = itemgetter(*(name for name in FIELDS if name != "model"))
-MODEL_AT, FOUND_AT = FIELDS.index("model"), FIELDS.index("model_found")
-LISTS_AT = tuple(FIELDS.index(name) for name in LIST_FIELDS)
-ABSENT_AT = tuple((FIELDS.index(name), value) for name, value in ABSENT_MODEL.items())
+FIELD_COUNT = len(FIELDS)
+LISTS = tuple(
+    (FIELDS.index(name), name)
+    for name, kind in get_type_hints(PriceReference).items()
+    if kind == tuple[str, ...]
+)
 # PriceReference's twin, mutable, with the very same slots: a reference is built as one,
 # then made a PriceReference. A frozen dataclass's __init__ sets each field through
 # object.__setattr__, which cost more than half of building a reference from a row.
@@ -75,21 +74,11 @@ _Building = dataclasses.make_dataclass(
 )
 
 
-def reference_from_row(
-    row: Mapping[str, Any], model: str | None, strings_of: ListParser = strings_of
-) -> PriceReference:
-    """Build the reference from a row of the lookup's query, column by column, by name.
-
-    A model with no row takes its columns' defaults (the neutral coefficient, no features).
-    """
-    values = list(READ(row))
-    values.insert(MODEL_AT, model)
-    if not values[FOUND_AT]:
-        for at, absent in ABSENT_AT:
-            values[at] = absent
-    for at in LISTS_AT:
-        if values[at].__class__ is str:
-            values[at] = strings_of(values[at])
+def reference_from_row(row: Sequence[Any], strings_of: ListParser = strings_of) -> PriceReference:
+    """Build the reference from a row of the lookup's queries: its fields, in order, first."""
+    values = row[:FIELD_COUNT]
     reference = _Building(*values)
+    for at, name in LISTS:
+        setattr(reference, name, strings_of(values[at]))
     reference.__class__ = PriceReference  # same slots: a class switch, no copy
     return reference  # type: ignore[no-any-return]
