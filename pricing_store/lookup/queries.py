@@ -12,11 +12,16 @@ from typing import Any
 
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.elements import TextClause
 
 from pricing_store.lookup.reference import FIELDS
 from pricing_store.models import BrandGroup, Model
-from pricing_store.repositories.statements import columns_of, parameters, same_key, table_of
+from pricing_store.repositories.statements import (
+    columns_of,
+    default_sql,
+    parameters,
+    same_key,
+    table_of,
+)
 
 BRAND_GROUPS: Table = table_of(BrandGroup)
 MODELS: Table = table_of(Model)
@@ -29,19 +34,6 @@ MODEL_FOUND = "m.id IS NOT NULL"
 def as_text_if_json(column: Column[Any], sql: str) -> str:
     """JSONB as its JSON text; anything else as it is."""
     return f"({sql})::text" if isinstance(column.type, JSONB) else sql
-
-
-def default_sql(column: Column[Any]) -> str | None:
-    """The column's server default as an SQL expression of its type, if it has one."""
-    default = getattr(column.server_default, "arg", None)
-    if default is None:
-        return None
-    written = (
-        default.text
-        if isinstance(default, TextClause)
-        else "'{}'".format(str(default).replace("'", "''"))
-    )
-    return f"CAST({written} AS {column.type.compile()})"
 
 
 def model_column(column: Column[Any]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, DefaultClause, text
+from sqlalchemy import Column, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,7 @@ from pricing_store.repositories.rows import at_position, item_values
 from pricing_store.repositories.statements import (
     RowClass,
     columns_of,
+    default_sql,
     joined,
     json_array,
     on_conflict_update,
@@ -242,11 +243,8 @@ def merge_statements(row_class: RowClass, *, keys_distinct: bool) -> MergeStatem
 def staged_value(target: Column[Any]) -> str:
     """The staged value as its column takes it, or the column's default where it is missing."""
     value = f"source.{target.name}"
-    default = target.server_default
-    if isinstance(default, DefaultClause):
-        sql = default.arg if isinstance(default.arg, str) else str(default.arg)
-        value = f"coalesce({value}, {sql})"
-    return value
+    default = default_sql(target)
+    return value if default is None else f"coalesce({value}, {default})"
 
 
 def is_list(target: Column[Any]) -> bool:

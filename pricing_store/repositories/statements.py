@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, UniqueConstraint, bindparam, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    TextClause,
+    UniqueConstraint,
+    bindparam,
+    select,
+)
 
 from pricing_store.models.base import KeyedModel
 
@@ -45,6 +54,21 @@ def json_array(strings: list[str]) -> str:
     if '"' in text or "\\" in text or not text.isprintable():
         return json.dumps(strings, ensure_ascii=False)
     return '["' + '","'.join(strings) + '"]' if strings else "[]"
+
+
+def default_sql(column: Column[Any]) -> str | None:
+    """The column's server default as an SQL expression of the column's type, if it has one.
+
+    `server_default="1.0"` is the string the DDL quotes; `text(...)` is SQL as it is.
+    """
+    default = getattr(column.server_default, "arg", None)
+    if default is None:
+        return None
+    if isinstance(default, TextClause):
+        written = default.text
+    else:
+        written = "'{}'".format(str(default).replace("'", "''"))
+    return f"CAST({written} AS {column.type.compile()})"
 
 
 def table_of(row_class: RowClass) -> Table:
