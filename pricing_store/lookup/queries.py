@@ -28,7 +28,6 @@ MODELS: Table = table_of(Model)
 # The columns each table gives a reference, by name.
 GROUP_FIELDS = tuple(BrandGroup.field_rules)
 MODEL_FIELDS = tuple(name for name in Model.field_rules if name not in Model.natural_key)
-MODEL_FOUND = "m.id IS NOT NULL"
 
 
 def as_text_if_json(column: Column[Any], sql: str) -> str:
@@ -56,7 +55,7 @@ def reference_fields(model: str) -> str:
         if name == "model":
             return model
         if name == "model_found":
-            return MODEL_FOUND
+            return "m.id IS NOT NULL"
         if name in MODEL_FIELDS:
             return model_column(MODELS.c[name])
         raise LookupError(f"PriceReference.{name} is no column of the lookup's tables")
