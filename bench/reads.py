@@ -52,6 +52,7 @@ HOT_CALLS = 400_000
 WRITES_PER_SECOND = 50
 CACHED = "PricingLookup.get, cache_size=1000"
 FLOOR = "floor: await of a bare dict look-up"
+NOTED_FLOOR = "floor with a note: the same, each hit appended to a list"
 GET_MANY = "PricingLookup.get_many"
 CEILING = "ceiling: raw asyncpg, same query"
 FIND = "BrandGroupRepository"
@@ -152,6 +153,21 @@ async def bench_reads(url: URL) -> list[Line]:
                 for brand, group, model in hits:
                     await look_up(brand, group, model)
 
+        # The least an exact LRU order and hit count can add: one list append per hit (the
+        # cheapest step CPython has that records which entry was hit, in order).
+        notes: list[Any] = []
+
+        async def look_up_noted(brand: str, group: str, model: str) -> Any:
+            hit = entries.get((brand, group, model))
+            notes.append(hit)
+            return hit
+
+        async def noted_look_ups() -> None:
+            for _ in range(CACHED_CALLS // KEYED_GROUPS):
+                for brand, group, model in hits:
+                    await look_up_noted(brand, group, model)
+            notes.clear()
+
         lines += await compare(
             "lookup.get, uncached",
             "calls/s",
@@ -168,6 +184,7 @@ async def bench_reads(url: URL) -> list[Line]:
                 (PREPARED, CALLS, nothing, raw_get),
                 (CACHED, CACHED_CALLS, warm, cached_get),
                 (FLOOR, CACHED_CALLS, nothing, awaited_look_ups),
+                (NOTED_FLOOR, CACHED_CALLS, nothing, noted_look_ups),
             ],
             rounds=ROUNDS,
         )
@@ -418,6 +435,7 @@ def read_goals(lines: list[Line]) -> list[str]:
     """The read paths' goals, each against the line that shows what the machine allows."""
     return [
         against(lines, CACHED, FLOOR, 0.85),
+        against(lines, CACHED, NOTED_FLOOR),
         against(lines, GET_MANY, CEILING, 0.85),
         against(lines, FIND, CORE_FIND, 0.8),
         against(lines, ORM_FIND, CORE_FIND),
