@@ -17,7 +17,7 @@ from pricing_store.lookup.reference import FIELDS
 from pricing_store.models import BrandGroup, Model
 from pricing_store.repositories.statements import (
     columns_of,
-    default_sql,
+    or_default,
     parameters,
     same_key,
     table_of,
@@ -40,9 +40,7 @@ def model_column(column: Column[Any]) -> str:
 
     A coefficient's default, 1.00, is the neutral one; a list's is empty.
     """
-    default = default_sql(column)
-    value = f"m.{column.name}" if default is None else f"coalesce(m.{column.name}, {default})"
-    return as_text_if_json(column, value)
+    return as_text_if_json(column, or_default(f"m.{column.name}", column))
 
 
 def reference_fields(model: str) -> str:

@@ -27,10 +27,10 @@ from pricing_store.repositories.rows import at_position, item_values
 from pricing_store.repositories.statements import (
     RowClass,
     columns_of,
-    default_sql,
     joined,
     json_array,
     on_conflict_update,
+    or_default,
     same_key,
     table_of,
     updatable_fields,
@@ -242,9 +242,7 @@ def merge_statements(row_class: RowClass, *, keys_distinct: bool) -> MergeStatem
 
 def staged_value(target: Column[Any]) -> str:
     """The staged value as its column takes it, or the column's default where it is missing."""
-    value = f"source.{target.name}"
-    default = default_sql(target)
-    return value if default is None else f"coalesce({value}, {default})"
+    return or_default(f"source.{target.name}", target)
 
 
 def is_list(target: Column[Any]) -> bool:

@@ -56,19 +56,20 @@ def json_array(strings: list[str]) -> str:
     return '["' + '","'.join(strings) + '"]' if strings else "[]"
 
 
-def default_sql(column: Column[Any]) -> str | None:
-    """The column's server default as an SQL expression of the column's type, if it has one.
+def or_default(value: str, column: Column[Any]) -> str:
+    """`value`, or the column's server default where it is NULL (if the column has one).
 
-    `server_default="1.0"` is the string the DDL quotes; `text(...)` is SQL as it is.
+    The default is cast to the column's type: `server_default="1.0"` is the string the DDL
+    quotes; `text(...)` is SQL as it is.
     """
     default = getattr(column.server_default, "arg", None)
     if default is None:
-        return None
+        return value
     if isinstance(default, TextClause):
         written = default.text
     else:
         written = "'{}'".format(str(default).replace("'", "''"))
-    return f"CAST({written} AS {column.type.compile()})"
+    return f"coalesce({value}, CAST({written} AS {column.type.compile()}))"
 
 
 def table_of(row_class: RowClass) -> Table:
