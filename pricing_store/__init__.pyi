@@ -11,6 +11,7 @@ from .errors import (
     DuplicateKeyError as DuplicateKeyError,
     GenerationTimeoutError as GenerationTimeoutError,
     InvalidValueError as InvalidValueError,
+    LookupClosedError as LookupClosedError,
     PricingStoreError as PricingStoreError,
     SchemaNotMigratedError as SchemaNotMigratedError,
 )

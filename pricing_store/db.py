@@ -285,3 +285,19 @@ def driver_connector(engine: AsyncEngine) -> Callable[[], Awaitable[Any]]:
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Create sessions whose objects stay readable after commit, without lazy I/O."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def require_read_write(settings: DriverSettings) -> None:
+    """Refuse a multi-host URL that may reach a standby for LISTEN, leases and stores.
+
+    Raises:
+        InvalidValueError: naming the setting that would make it reach the primary.
+    """
+    wanted = settings.url.query.get("target_session_attrs", "read-write")
+    if len(hosts_of(settings.url)) > 1 and wanted not in ("read-write", "primary"):
+        raise InvalidValueError(
+            "listen_to",
+            f"lists several hosts with target_session_attrs={wanted}: changes are heard, "
+            "and generated rows written, on the primary; pass an engine whose URL says "
+            "target_session_attrs=read-write",
+        )

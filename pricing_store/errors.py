@@ -89,6 +89,13 @@ class SchemaNotMigratedError(PricingStoreError):
         super().__init__(f'{detail}: the database is not migrated (run "{migrate_command()}")')
 
 
+class LookupClosedError(PricingStoreError):
+    """The `PricingLookup` was closed: it serves no call any more (make a new one)."""
+
+    def __init__(self) -> None:
+        super().__init__("the PricingLookup is closed")
+
+
 class DatabaseTimeoutError(PricingStoreError, TimeoutError):
     """A lock, a statement or a pooled connection was waited for too long."""
 

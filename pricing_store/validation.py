@@ -257,14 +257,18 @@ def whole_number(field: str, value: object, *, minimum: int = 0, maximum: int = 
     return value
 
 
-def positive_seconds(field: str, value: object) -> float:
-    """Validate a duration in seconds.
+def positive_seconds(
+    field: str, value: object, *, least: float = 0.0, most: float = 3600.0
+) -> float:
+    """Validate a duration in seconds: above zero, at least `least` and at most `most`.
 
     Raises:
-        InvalidValueError: if the value is not a finite number greater than zero.
+        InvalidValueError: if the value is not a finite number in that range.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValueError(field, f"must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise InvalidValueError(field, f"must be a positive number of seconds, got {value!r}")
+    if not least <= value <= most:
+        raise InvalidValueError(field, f"must be from {least:g} to {most:g} seconds, got {value!r}")
     return float(value)

@@ -27,7 +27,7 @@ from pricing_store import (
     PricingStoreError,
     create_engine,
 )
-from pricing_store.lookup.leases import LEASE_SECONDS
+from pricing_store.lookup.leases import DEFAULT_LEASE_SECONDS as LEASE_SECONDS
 from tests.factories import brand_group
 from tests.helpers import ROOT
 from tests.provision import asyncpg_dsn, url_text

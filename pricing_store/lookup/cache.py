@@ -1,54 +1,43 @@
-"""An in-process cache of lookups that PostgreSQL keeps honest.
+"""The cache's rules, in one class that does no I/O, owns no task and reads no clock.
 
 Triggers on both tables send a `pricing_store_changes` notification at the commit of any
-statement that changed them, from any client, naming the changed keys (or none, for "the
-whole table"). A listening connection evicts what each one names. PostgreSQL fails a
-commit whose notification it cannot queue, so a live listener misses nothing; a dead one
-is noticed by a heartbeat within `listen_timeout`. While the listener is not connected,
-the cache is empty and bypassed; it is reconnected in the background, and serves again
-once it listens.
+statement that changed them, naming the changed keys (or none: "the whole table"). The
+listener (`listener.py`) feeds what it hears into `ReferenceCache` as events; the lookup
+asks it whether a finished read may be stored. Events in, decisions out:
 
-A value read while a change to its key was on its way is not stored (see `Token`). Reading
-from a standby, a value is stored only if the standby had replayed every change notified
-for that key (see `ReferenceCache.replayed_enough`).
+- `token` when a read begins, `put` when it ends: stored only if nothing it read was
+  evicted meanwhile, and (reading a standby) only if the standby had replayed every change
+  heard for its Brand×Group.
+- `heard`: a notification evicts every spelling of each key it names.
+- `position_request` / `position_read`: reading a standby, a change's Brand×Group waits for
+  the primary's WAL position read after the change was heard; a reply places only the
+  changes heard before its request was sent.
+- `lost` / `back`: while the listener is down the cache holds nothing and is bypassed;
+  back, it starts empty and, reading a standby, needs the position read when it came back.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from pricing_store.lookup.connections import Connect
-
 CHANNEL = "pricing_store_changes"
-RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
 EVICTION_CAUSES = ("key", "table", "reconnect", "size")
-# Seconds within which a listening connection that went silent is given up.
-DEFAULT_LISTEN_TIMEOUT = 5.0
-# Heartbeats sent per listen_timeout.
-HEARTBEATS = 5
 BRAND_GROUPS = "brand_groups"
+# Each table, with how many parts its notified keys have.
+KEY_PARTS = {BRAND_GROUPS: 2, "models": 3}
+# PostgreSQL's own limit on a payload; the triggers send at most 7,900 bytes.
+MAX_PAYLOAD = 8000
 # How many Brand×Groups to remember versions and replay positions of, between table-wide
 # evictions (a few MB at most).
 REMEMBERED_GROUPS = 100_000
-# A replay position no standby has reached: the primary's is being asked for.
-NOT_YET_KNOWN = 1 << 64
-# Where the primary has written its WAL to: past the commit of every change notified so far
-# (a commit is written before it is notified, unless the writer turned synchronous_commit
-# off), and, unlike the insert position, at the end of a record a standby can replay to.
-PRIMARY_POSITION_SQL = "SELECT pg_current_wal_lsn()"
 
 Key = tuple[str, str, str | None]
 Group = tuple[str, str]
-# Told of every change heard: the table, and its changed keys (None for "any key").
-OnChange = Callable[[str, list[tuple[str, ...]] | None], None]
-
-logger = logging.getLogger(__name__)
+# A heard change: its table and keys; None for what the notification could not say.
+Change = tuple[str | None, list[tuple[str, ...]] | None]
 
 
 class Token(NamedTuple):
@@ -58,14 +47,49 @@ class Token(NamedTuple):
     group_version: int
 
 
+def parse_change(payload: str) -> Change:
+    """The table and keys a notification names; anything malformed means "everything".
+
+    Any role of the database can NOTIFY the channel, so nothing is trusted: a payload that
+    is too long, not JSON, of an unknown table or with keys of the wrong shape changes the
+    whole table (or both), which is always safe.
+    """
+    if payload in KEY_PARTS:  # the oldest revision's trigger sends the table's name alone
+        return payload, None
+    if len(payload) > MAX_PAYLOAD:
+        return None, None
+    try:
+        message = json.loads(payload)
+        table, keys = message["t"], message["k"]
+    except (ValueError, TypeError, KeyError):
+        return None, None
+    if not isinstance(table, str) or table not in KEY_PARTS:
+        return None, None
+    parts = KEY_PARTS[table]
+    if not isinstance(keys, list) or not all(
+        isinstance(key, list) and len(key) == parts and all(isinstance(p, str) for p in key)
+        for key in keys
+    ):
+        return table, None
+    return table, [tuple(key) for key in keys]
+
+
 class ReferenceCache:
     """At most `size` entries, least recently used first out, keyed by the key as spelled.
 
     Each entry remembers its canonical key, so a change evicts every spelling of it. While
-    not `active` it holds nothing, so a reader may look up `entries` without asking.
+    not `active` (the listener is down) it holds nothing, so a reader may look up `entries`
+    without asking. With `tracks_positions`, reads come from a standby and `put` is given
+    the standby's replay position.
     """
 
-    def __init__(self, size: int, key_of: Callable[[Any], Any] = lambda key: key) -> None:
+    def __init__(
+        self,
+        size: int,
+        key_of: Callable[[Any], Any] = lambda key: key,
+        *,
+        tracks_positions: bool = False,
+    ) -> None:
         """`key_of` gives the key of a value noted in place of its key (see `notes`)."""
         self.size = size
         self.entries: OrderedDict[Any, Any] = OrderedDict()
@@ -81,8 +105,14 @@ class ReferenceCache:
         # Bumped by every table-wide eviction; per Brand×Group, by every eviction of it.
         self._epoch = 0
         self._group_versions: dict[Group, int] = {}
-        # Reading from a standby: the primary's WAL position each change was notified at.
-        self._needed_positions: dict[Group, int] = {}
+        self.tracks_positions = tracks_positions
+        # Reading a standby. Changes are numbered as heard; a group (or every group) whose
+        # latest change has no position yet is "unplaced" with that number, oldest first.
+        self._heard = 0
+        self._unplaced: dict[Group, int] = {}
+        self._unplaced_everywhere = 0
+        # The primary's WAL position a standby must have replayed, per group and for all.
+        self._needed: dict[Group, int] = {}
         self._needed_everywhere = 0
         self.active = False
         self.notifications = 0
@@ -94,19 +124,19 @@ class ReferenceCache:
 
     def put(
         self, spelled: Any, key: Key, value: Any, token: Token, replayed: int | None = None
-    ) -> None:
+    ) -> bool:
         """Store a value read since `token` was taken, unless a change to it came meanwhile.
 
-        `replayed` is the standby's replay position the value was read at (None on a
-        primary): below a position a change to the key was notified at, it is not stored.
+        `replayed` is the standby's replay position the value was read at (None on the
+        primary). Returns whether it was stored.
         """
         if not self.active or token != self.token(key) or not self.replayed_enough(key, replayed):
-            return
+            return False
         self.tally()
         if spelled in self.entries:
             self.entries[spelled] = value
             self.entries.move_to_end(spelled)
-            return
+            return True
         if len(self.entries) >= self.size:
             oldest, _ = self.entries.popitem(last=False)
             self._forget(oldest)
@@ -114,6 +144,16 @@ class ReferenceCache:
         self.entries[spelled] = value
         self._canonical[spelled] = key
         self._spellings.setdefault(key[:2], set()).add(spelled)
+        return True
+
+    def replayed_enough(self, key: Key, replayed: int | None) -> bool:
+        """Whether a value read at replay position `replayed` (None: on a primary) may stay."""
+        if replayed is None:
+            return True
+        group = key[:2]
+        if self._unplaced_everywhere or group in self._unplaced:
+            return False
+        return replayed >= self._needed.get(group, 0) and replayed >= self._needed_everywhere
 
     @property
     def hits(self) -> int:
@@ -144,19 +184,22 @@ class ReferenceCache:
             if key in entries:
                 entries.move_to_end(key)
 
-    def _forget(self, spelled: Any) -> None:
-        key = self._canonical.pop(spelled)
-        spellings = self._spellings[key[:2]]
-        spellings.discard(spelled)
-        if not spellings:
-            del self._spellings[key[:2]]
+    def heard(self, payload: str) -> Change:
+        """A notification arrived: evict what it names; returns the change it names."""
+        table, keys = change = parse_change(payload)
+        self.changed(table, keys)
+        return change
 
-    def evict_keys(self, table: str, keys: Iterable[Sequence[str]]) -> None:
-        """Evict every entry a change to these keys (of `table`) may have changed.
-
-        A Brand×Group's change reaches every entry of it, with a model or without; a
-        model's, only the entries of that model.
-        """
+    def changed(self, table: str | None, keys: Iterable[Sequence[str]] | None) -> None:
+        """A change to these keys of `table` was heard (None: every key, or every table)."""
+        self.notifications += 1
+        self._heard += 1
+        if keys is None:
+            self._evict_table(table)
+            if self.tracks_positions:
+                self._unplaced_everywhere = self._heard
+                self._unplaced.clear()  # placed with everything
+            return
         self.tally()  # notes of an entry evicted now must not reorder it once stored again
         for changed in keys:
             group: Group = (changed[0], changed[1])
@@ -166,10 +209,62 @@ class ReferenceCache:
                     del self.entries[spelled]
                     self._forget(spelled)
                     self.evictions["key"] += 1
+            if self.tracks_positions:
+                self._unplaced.pop(group, None)  # kept oldest first
+                self._unplaced[group] = self._heard
         if len(self._group_versions) > REMEMBERED_GROUPS:
-            self.clear("table")  # forgets the versions, and makes every read under way void
+            self._clear("table")  # forgets the versions, and makes every read under way void
+        if len(self._unplaced) > REMEMBERED_GROUPS:
+            self._unplaced_everywhere = self._heard
+            self._unplaced.clear()
 
-    def clear(self, cause: str | None) -> None:
+    def position_request(self) -> int | None:
+        """What to send a request for the primary's WAL position under; None: none needed."""
+        return self._heard if self._unplaced or self._unplaced_everywhere else None
+
+    def position_read(self, request: int, position: int) -> None:
+        """The primary's position, read by the request sent under `request`.
+
+        It is past every change heard before that request (a commit is written before it is
+        notified), so those changes need it; changes heard since wait for a later reply.
+        """
+        if self._unplaced_everywhere and self._unplaced_everywhere <= request:
+            self._unplaced_everywhere = 0
+            self._needed_everywhere = max(self._needed_everywhere, position)
+            self._needed.clear()  # positions only grow: this one covers them
+        unplaced = self._unplaced
+        while unplaced:
+            group, heard_as = next(iter(unplaced.items()))
+            if heard_as > request:
+                break
+            del unplaced[group]
+            self._needed[group] = position
+        if len(self._needed) > REMEMBERED_GROUPS:
+            self._needed_everywhere = max(self._needed_everywhere, position)
+            self._needed.clear()
+
+    def lost(self, cause: str | None = "reconnect") -> None:
+        """The listener is down (None: closed): hold nothing until it is back, store nothing."""
+        self.active = False
+        self._clear(cause)
+
+    def back(self, position: int | None = None) -> None:
+        """The listener listens again; `position` is the primary's, read since (standby)."""
+        self._clear("reconnect")  # anything may have changed while nobody listened
+        self._unplaced.clear()
+        self._unplaced_everywhere = 0
+        self._needed.clear()
+        self._needed_everywhere = position or 0
+        self.active = True
+
+    def _forget(self, spelled: Any) -> None:
+        key = self._canonical.pop(spelled)
+        spellings = self._spellings[key[:2]]
+        spellings.discard(spelled)
+        if not spellings:
+            del self._spellings[key[:2]]
+
+    def _clear(self, cause: str | None) -> None:
         """Evict everything, counted under `cause`; reads under way do not store their result."""
         self.tally()
         if cause is not None:
@@ -180,12 +275,12 @@ class ReferenceCache:
         self._group_versions.clear()
         self._epoch += 1
 
-    def evict_table(self, table: str) -> None:
-        """Evict whatever a change to any key of `table` may have changed."""
-        self.tally()
-        if table == BRAND_GROUPS:
-            self.clear("table")
+    def _evict_table(self, table: str | None) -> None:
+        """Evict whatever a change to any key of `table` (None: of either) may have changed."""
+        if table != "models":
+            self._clear("table")
             return
+        self.tally()
         with_model = [spelled for spelled, key in self._canonical.items() if key[2] is not None]
         for spelled in with_model:
             del self.entries[spelled]
@@ -193,198 +288,3 @@ class ReferenceCache:
         self.evictions["table"] += len(with_model)
         self._group_versions.clear()
         self._epoch += 1
-
-    def need_position(self, groups: Iterable[Group] | None, position: int) -> None:
-        """A standby must have replayed `position` before these groups' values are stored."""
-        if groups is None:
-            self._needed_everywhere = position
-            self._needed_positions.clear()
-            return
-        for group in groups:
-            self._needed_positions[group] = position
-        if len(self._needed_positions) > REMEMBERED_GROUPS:
-            self._needed_everywhere = max(self._needed_positions.values())
-            self._needed_positions.clear()
-
-    def replayed_enough(self, key: Key, replayed: int | None) -> bool:
-        """Whether a value read at replay position `replayed` (None: on a primary) may stay."""
-        if replayed is None:
-            return True
-        needed = self._needed_positions.get(key[:2], 0)
-        return replayed >= needed and replayed >= self._needed_everywhere
-
-
-class ChangeListener:
-    """Holds a LISTEN connection for `cache`, checks that it is alive, and reconnects.
-
-    A notification cannot be lost on a live listening connection (PostgreSQL fails the
-    notifying commit instead), so what must be caught is a dead one: a heartbeat every
-    `listen_timeout / HEARTBEATS` seconds must be answered within `listen_timeout`, or the
-    connection is given up (a half-open TCP connection says nothing on its own). The cache is
-    bypassed until a new connection listens, and emptied then.
-
-    With `track_positions` (reads go to a standby) it also reads the primary's WAL position
-    after notifications, on a second connection of its own: one query answers for every
-    notification heard before it was sent, so a burst never queues queries, and nothing
-    competes with the listening connection.
-    """
-
-    def __init__(
-        self,
-        connect: Connect,
-        cache: ReferenceCache,
-        on_change: OnChange,
-        *,
-        listen_timeout: float = DEFAULT_LISTEN_TIMEOUT,
-        track_positions: bool = False,
-    ) -> None:
-        self._connect = connect
-        self._cache = cache
-        self._on_change_heard = on_change
-        self._listen_timeout = listen_timeout
-        self._track_positions = track_positions
-        self._connection: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
-        # Groups whose notified position is still to be read (None: every group).
-        self._unplaced: set[Group] | None = set()
-        self._position_wanted = asyncio.Event()
-
-    async def start(self) -> None:
-        """Return once listening: no change committed after this is missed."""
-        await self._listen()
-        self._spawn(self._heartbeat())
-        if self._track_positions:
-            self._spawn(self._read_positions())
-
-    async def _listen(self) -> None:
-        connection = await self._connect()
-        try:
-            await connection.add_listener(CHANNEL, self._on_change)
-            connection.add_termination_listener(self._on_lost)
-            if self._track_positions:
-                # Anything committed so far must be replayed before a standby's value stays.
-                self._cache.need_position(None, await connection.fetchval(PRIMARY_POSITION_SQL))
-        except BaseException:
-            connection.terminate()
-            raise
-        self._connection = connection
-        # Anything may have changed while nobody listened.
-        self._cache.clear("reconnect")
-        self._cache.active = True
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_change(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        cache = self._cache
-        cache.notifications += 1
-        try:
-            message = json.loads(payload)
-            table, keys = str(message["t"]), message["k"]
-        except (ValueError, TypeError, KeyError):
-            # The oldest revision's trigger sends the table's name alone.
-            table, keys = payload, None
-        changed = [tuple(key) for key in keys] if isinstance(keys, list) else None
-        if changed is None:
-            cache.evict_table(table)
-        else:
-            cache.evict_keys(table, changed)
-        if self._track_positions:
-            self._place_later(None if changed is None else [(key[0], key[1]) for key in changed])
-        self._on_change_heard(table, changed)
-
-    def _place_later(self, groups: list[Group] | None) -> None:
-        """Mark the groups unreplayable until the primary's position is read for them."""
-        self._cache.need_position(groups, NOT_YET_KNOWN)
-        if groups is None or self._unplaced is None:
-            self._unplaced = None
-        else:
-            self._unplaced.update(groups)
-        self._position_wanted.set()
-
-    async def _read_positions(self) -> None:
-        connection: Any = None
-        while not self._closed:
-            await self._position_wanted.wait()
-            self._position_wanted.clear()
-            # Only what was heard before the query is sent may take its answer.
-            groups = None if self._unplaced is None else list(self._unplaced)
-            self._unplaced = set()
-            try:
-                if connection is None or connection.is_closed():
-                    connection = await self._connect()
-                position = await asyncio.wait_for(
-                    connection.fetchval(PRIMARY_POSITION_SQL), self._listen_timeout
-                )
-            except Exception:
-                logger.warning("pricing_store: WAL position not read; retrying", exc_info=True)
-                if connection is not None:
-                    connection.terminate()
-                    connection = None
-                self._place_later(groups)  # still unplaced: try again shortly
-                await asyncio.sleep(RECONNECT_DELAYS[-1])
-                continue
-            self._cache.need_position(groups, position)
-
-    async def _heartbeat(self) -> None:
-        every = self._listen_timeout / HEARTBEATS
-        while not self._closed:
-            await asyncio.sleep(every)
-            self._cache.tally()  # so the notes of a lookup that only hits stay few
-            connection = self._connection
-            if connection is None:
-                continue  # lost: reconnecting
-            try:
-                await asyncio.wait_for(
-                    connection.fetchval("SELECT 1"), self._listen_timeout - every
-                )
-            except Exception:
-                if connection is self._connection:
-                    logger.warning("pricing_store: change listener silent; reconnecting")
-                    connection.remove_termination_listener(self._on_lost)
-                    connection.terminate()
-                    self._on_lost()
-
-    def _on_lost(self, *_: object) -> None:
-        self._cache.active = False
-        self._cache.clear("reconnect")
-        self._connection = None
-        if not self._closed:
-            logger.warning("pricing_store: change listener lost; cache bypassed until back")
-            self._spawn(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        attempt = 0
-        while not self._closed:
-            try:
-                await asyncio.wait_for(self._listen(), self._listen_timeout)
-            except Exception as error:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                logger.info("pricing_store: change listener not back (%s); retrying", error)
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                logger.info("pricing_store: change listener back; cache in use again")
-                return
-
-    @property
-    def listening(self) -> bool:
-        """Whether the LISTEN connection is up."""
-        return self._connection is not None
-
-    async def close(self) -> None:
-        """Stop listening and reconnecting; the cache stays bypassed."""
-        self._closed = True
-        self._cache.active = False
-        self._cache.clear(None)
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            connection.remove_termination_listener(self._on_lost)
-            await connection.close()

@@ -8,6 +8,8 @@ need neither. Connections are reused newest first and opened on demand, up to `s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from pricing_store.db import log_statement
 from pricing_store.errors import (
     CONNECTION_GONE,
     DatabaseTimeoutError,
+    LookupClosedError,
     PricingStoreError,
     raise_translated,
 )
@@ -34,16 +37,34 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 Connect = Callable[[], Awaitable[Any]]
 # Seconds a read waits for a free connection, as SQLAlchemy's pool_timeout by default.
 DEFAULT_TIMEOUT = 30.0
+# Seconds a connection is given to close politely before it is cut (the server may be gone).
+CLOSE_GRACE = 1.0
+
+
+class State(enum.Enum):
+    """Where a lookup, or one of its pools, is in its life; each only moves forward."""
+
+    NEW = "new"
+    STARTING = "starting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+async def close_within(connection: Any, seconds: float = CLOSE_GRACE) -> None:
+    """Close politely, or cut the connection after `seconds` (a silent server never answers)."""
+    with contextlib.suppress(Exception):  # asyncpg has cut it already
+        await connection.close(timeout=seconds)
 
 
 class DriverPool:
-    """Up to `size` connections, each used by one read at a time.
+    """Up to `size` connections, each used by one read at a time; open from the start.
 
     A failure on the database side raises the package's error for it (see
     `errors.translate`); `where` names the server in messages. A read that finds every
     connection busy waits at most `timeout` seconds for one (DatabaseTimeoutError).
     It serves the lookup's reads and its short writes (leases, generated rows); see
-    docs/scaling.md for how it compares with asyncpg's own pool.
+    docs/scaling.md for how it compares with asyncpg's own pool. `close` is final.
     """
 
     def __init__(
@@ -54,7 +75,11 @@ class DriverPool:
         self._size = size
         self._timeout = timeout
         self._idle: list[Any] = []
+        self._in_use: set[Any] = set()
         self._free = asyncio.Semaphore(size)
+        self._busy = 0
+        self._all_free = asyncio.Event()
+        self.state = State.OPEN
 
     async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
         """Run a read and return its rows; retried once on a fresh connection if it was lost."""
@@ -70,19 +95,29 @@ class DriverPool:
             await self._wait_for_a_connection()
         else:
             await self._free.acquire()  # returns at once
+        self._busy += 1
         try:
+            if self.state is not State.OPEN:
+                raise LookupClosedError()
             try:
                 return await self._read_on(self._pop_open(), method, sql, arguments)
             except CONNECTION_LOST:
+                if self.state is not State.OPEN:
+                    raise
                 # A lost connection usually means the server dropped all of them.
                 self._idle = [each for each in self._idle if not each.is_closed()]
                 return await self._read_on(None, method, sql, arguments)
         except PricingStoreError:
             raise
         except Exception as error:
+            if self.state is not State.OPEN:  # cut by close()
+                raise LookupClosedError() from error
             raise_translated(error, self._where)
         finally:
+            self._busy -= 1
             self._free.release()
+            if not self._busy:
+                self._all_free.set()
 
     async def _wait_for_a_connection(self) -> None:
         try:
@@ -99,22 +134,27 @@ class DriverPool:
     ) -> Any:
         if connection is None:
             connection = await self._connect()
+        self._in_use.add(connection)
         log_statement(sql, arguments)
         try:
             result = await getattr(connection, method)(sql, *arguments)
         except asyncpg.PostgresError as error:
             # The server refused the statement; the connection itself is fine, unless the
             # error says it is going away.
-            if isinstance(error, CONNECTION_LOST):
-                connection.terminate()
-            else:
-                self._idle.append(connection)
+            self._give_back(connection, reusable=not isinstance(error, CONNECTION_LOST))
             raise
         except BaseException:
-            connection.terminate()  # lost, or cancelled half-way: not reusable
+            self._give_back(connection, reusable=False)  # lost, or cancelled half-way
             raise
-        self._idle.append(connection)
+        self._give_back(connection, reusable=True)
         return result
+
+    def _give_back(self, connection: Any, *, reusable: bool) -> None:
+        self._in_use.discard(connection)
+        if reusable and self.state is not State.CLOSED:
+            self._idle.append(connection)  # closed by close() if closing
+        else:
+            connection.terminate()
 
     def _pop_open(self) -> Any:
         while self._idle:
@@ -123,7 +163,32 @@ class DriverPool:
                 return connection
         return None
 
-    async def close(self) -> None:
-        """Close every idle connection."""
+    async def close(self, wait: float = 0.0) -> None:
+        """Refuse new reads, give those under way `wait` seconds, cut the rest, close all.
+
+        Returns within `wait` plus CLOSE_GRACE seconds, whatever the network does.
+        """
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+            if self._busy:
+                self._all_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._all_free.wait()
+            self.state = State.CLOSED
+            for connection in list(self._in_use):
+                self._give_back(connection, reusable=False)
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(connection.close() for connection in idle), return_exceptions=True)
+        await asyncio.gather(*(close_within(connection) for connection in idle))
+
+
+async def result_of(shared: asyncio.Future[Any]) -> Any:
+    """Await a future others share without cancelling it for them; cancelled means closed.
+
+    Raises:
+        LookupClosedError: if the lookup's close() cancelled it.
+    """
+    await asyncio.wait((shared,))  # the caller's own cancellation still reaches the caller
+    if shared.cancelled():
+        raise LookupClosedError()
+    return shared.result()

@@ -3,9 +3,10 @@
 Inside a process, callers for one key share one in-flight task. Across processes, the task
 first claims the key's lease (see `leases`): the claimer generates, the others wait for
 the row, woken by the change notification for it or re-checking every `RECHECK_EVERY`
-seconds, and take over if the lease expires. While the generator runs, no connection is
-in use and no transaction is open for it; the row is then stored in one autocommit
-statement that lets a row stored meanwhile by anyone else win.
+seconds, take over if the lease expires, and give up after the generation timeout plus the
+lease time. While the generator runs, no connection is in use and no transaction is open
+for it; the row is then stored in one autocommit statement that lets a row stored meanwhile
+by anyone else win, retried through an outage only while the lease is surely still held.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pricing_store.errors import (
     GenerationTimeoutError,
     InvalidValueError,
 )
-from pricing_store.lookup.connections import DriverPool
+from pricing_store.lookup.connections import CLOSE_GRACE, DriverPool, result_of
 from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import KeyedModel
@@ -33,8 +34,6 @@ from pricing_store.repositories.statements import insert_or_select, parameters, 
 RECHECK_EVERY = 0.5
 # Seconds a failed generation is remembered, for the callers that asked before it failed.
 KEEP_FAILURES = 60.0
-# Seconds a generated row's store is retried while the server is unreachable (a failover).
-STORE_RETRY_SECONDS = 30.0
 
 GeneratedKey = tuple[str, ...]
 
@@ -99,6 +98,7 @@ class Generations:
         lease_pool: DriverPool,
         timeout: float,
         limit: int,
+        lease_seconds: float,
     ) -> None:
         """Generate with `generator`, storing on `pool`.
 
@@ -107,7 +107,7 @@ class Generations:
         """
         self._generator = generator
         self._pool = pool
-        self._leases = Leases(lease_pool)
+        self._leases = Leases(lease_pool, lease_seconds)
         self._timeout = timeout
         self._quota = asyncio.Semaphore(limit)
         self._in_flight: dict[tuple[str, GeneratedKey], asyncio.Task[None]] = {}
@@ -138,8 +138,7 @@ class Generations:
             task = asyncio.get_running_loop().create_task(self._generate(kind, key))
             self._in_flight[name] = task
             task.add_done_callback(partial(self._finished, name))
-        # Shielded: a caller that gives up does not cancel the others' generation.
-        await asyncio.shield(task)
+        await result_of(task)  # a caller that gives up does not cancel the others' generation
 
     def _finished(self, name: tuple[str, GeneratedKey], task: asyncio.Task[None]) -> None:
         del self._in_flight[name]
@@ -153,14 +152,23 @@ class Generations:
         for stale in [each for each, (at, _) in self._failures.items() if at < now - KEEP_FAILURES]:
             del self._failures[stale]
 
-    def changed(self, table: str, keys: list[GeneratedKey] | None = None) -> None:
-        """Wake the waiters for these keys of `table` (all of its waiters for None)."""
+    @property
+    def leases_lost(self) -> int:
+        """Leases found taken by another process while this one held them."""
+        return self._leases.lost
+
+    def changed(self, table: str | None, keys: list[GeneratedKey] | None = None) -> None:
+        """Wake the waiters for these keys of `table` (None: of every key, or every table)."""
         for (waiting_table, key), event in list(self._waiting.items()):
-            if waiting_table == table and (keys is None or key in keys):
+            if table in (None, waiting_table) and (keys is None or key in keys):
                 event.set()
 
     async def _generate(self, kind: Kind, key: GeneratedKey) -> None:
         lease = lease_key(kind.table, *key)
+        # Another process's generation ends within the timeout, and its lease within the
+        # lease time after that: past both, it is stuck or its lease is stranded.
+        patience = self._timeout + self._leases.seconds
+        give_up_at = time.monotonic() + patience
         while not await self._stored(kind, key):
             async with self._quota:
                 if await self._leases.claim(lease):
@@ -168,10 +176,12 @@ class Generations:
                         # Stored by the previous holder just before it let go?
                         if not await self._stored(kind, key):
                             generated = await self._call(kind, key)
-                            await self._store_through_outages(kind, key, generated)
+                            await self._store_through_outages(kind, key, generated, lease)
                     finally:
                         await self._leases.release(lease)
                     return
+            if time.monotonic() > give_up_at:
+                raise GenerationTimeoutError(f"{kind.describe(key)} in another process", patience)
             await self._wait(kind.table, key)
 
     async def _stored(self, kind: Kind, key: GeneratedKey) -> bool:
@@ -207,20 +217,19 @@ class Generations:
         await self._pool.fetchrow(statement.sql, *statement.arguments(values))
 
     async def _store_through_outages(
-        self, kind: Kind, key: GeneratedKey, generated: object
+        self, kind: Kind, key: GeneratedKey, generated: object, lease: str
     ) -> None:
         """Store what the generator made, retrying while the server cannot be reached.
 
-        A failover takes seconds; the LLM call it would waste took as long and costs money,
-        and running it again would generate the key twice.
+        A failover takes seconds; the LLM call it would waste took as long and costs money.
+        But only while the lease is surely held: past it, another process may generate.
         """
-        deadline = time.monotonic() + STORE_RETRY_SECONDS
         while True:
             try:
                 await self._store(kind, key, generated)
                 return
             except DatabaseUnavailableError:
-                if time.monotonic() > deadline:
+                if not self._leases.holds(lease):
                     raise
                 await asyncio.sleep(RECHECK_EVERY)
 
@@ -234,13 +243,19 @@ class Generations:
         finally:
             self._waiting.pop((table, key), None)
 
-    async def close(self) -> None:
-        """Cancel the generations under way; their leases expire."""
-        tasks = list(self._in_flight.values())
+    async def close(self, wait: float) -> None:
+        """Give the generations under way `wait` seconds, cancel the rest; their leases expire.
+
+        Their callers get LookupClosedError. Returns within `wait` plus CLOSE_GRACE seconds.
+        """
+        tasks = set(self._in_flight.values())
+        if tasks:
+            _, tasks = await asyncio.wait(tasks, timeout=wait)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._leases.close()
+        await self._leases.close()  # cuts their lease statements short
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_GRACE)
 
 
 def checked_generator(generator: object) -> PriceGenerator:

@@ -8,12 +8,14 @@ padded with a megabyte of spaces is worked out afresh each time, and not kept).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pricing_store.errors import InvalidValueError
 from pricing_store.models.brand_group import BRAND_GROUP_RULES
 from pricing_store.models.model import MODEL_RULES
+from pricing_store.validation import MAX_KEYS_PER_CALL
 
 Key = tuple[str, str, str | None]
 # How many canonical keys one lookup remembers (a few MB at most).
@@ -88,3 +90,20 @@ class CanonicalKeys:
     def clear(self) -> None:
         """Forget every remembered key."""
         self._known.clear()
+
+
+def listed_keys(keys: object) -> list[Any]:
+    """The keys of a `get_many` call, as a list of bounded length.
+
+    Raises:
+        InvalidValueError: if `keys` is not an iterable of at most MAX_KEYS_PER_CALL keys.
+    """
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise InvalidValueError(
+            "keys",
+            f"must be an iterable of (brand, group[, model]) tuples, not {type(keys).__name__}",
+        )
+    listed = list(itertools.islice(keys, MAX_KEYS_PER_CALL + 1))
+    if len(listed) > MAX_KEYS_PER_CALL:
+        raise InvalidValueError("keys", f"must be at most {MAX_KEYS_PER_CALL} keys per call")
+    return listed

@@ -3,23 +3,25 @@
 A lease is a row claimed, renewed and released in single autocommit statements: nothing
 stays open while the generator runs, and it works through PgBouncer's transaction mode,
 where session state (advisory locks, LISTEN) does not stay with the client. The owner
-renews its leases every `RENEW_EVERY` seconds; a lease whose owner died (SIGKILL, a lost
-host) expires `LEASE_SECONDS` after its last renewal, and the next claimer takes over.
+renews the leases it holds now every third of `lease_seconds`; a lease whose owner died
+(SIGKILL, a lost host) or stalled expires `lease_seconds` after its last renewal, and the
+next claimer takes over. A renewal that no longer matches a lease tells its holder it lost
+it; until then the holder counts its lease as held up to `lease_seconds` after the last
+renewal it saw succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import time
 import uuid
 
 from pricing_store.lookup.connections import DriverPool
 from pricing_store.models.lease import LEASES
 
-LEASE_SECONDS = 3.0
-RENEW_EVERY = 1.0
+DEFAULT_LEASE_SECONDS = 3.0
 
 # Claims a free or expired lease; also one this owner holds already, so a claim retried
 # after its reply was lost does not lock its owner out.
@@ -31,10 +33,12 @@ CLAIM_SQL = f"""
         WHERE lease.expires_at < clock_timestamp() OR lease.owner = excluded.owner
     RETURNING true
 """
+# Only the leases held now: one whose release failed is left to expire.
 RENEW_SQL = f"""
     UPDATE {LEASES.fullname}
     SET expires_at = clock_timestamp() + make_interval(secs => $2)
-    WHERE owner = $1
+    WHERE owner = $1 AND lease_key = ANY($3::text[])
+    RETURNING lease_key
 """
 RELEASE_SQL = f"DELETE FROM {LEASES.fullname} WHERE lease_key = $1 AND owner = $2"
 
@@ -53,11 +57,14 @@ class Leases:
     because stores or reads are waiting.
     """
 
-    def __init__(self, pool: DriverPool) -> None:
+    def __init__(self, pool: DriverPool, seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._pool = pool
+        self.seconds = seconds
         self._owner = uuid.uuid4().hex
-        self._held: set[str] = set()
+        # Each lease held, and until when (time.monotonic()) it surely is.
+        self._held: dict[str, float] = {}
         self._renewing: asyncio.Task[None] | None = None
+        self.lost = 0
 
     async def claim(self, key: str) -> bool:
         """Claim the lease named `key`; False while another owner holds it unexpired.
@@ -65,17 +72,22 @@ class Leases:
         Raises:
             DatabaseUnavailableError: if the server cannot be reached.
         """
-        claimed = await self._pool.fetchrow(CLAIM_SQL, key, self._owner, LEASE_SECONDS)
+        asked = time.monotonic()
+        claimed = await self._pool.fetchrow(CLAIM_SQL, key, self._owner, self.seconds)
         if claimed is None:
             return False
-        self._held.add(key)
+        self._held[key] = asked + self.seconds
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.get_running_loop().create_task(self._renew())
         return True
 
+    def holds(self, key: str) -> bool:
+        """Whether the lease is surely still this owner's: renewed, and not found lost."""
+        return self._held.get(key, 0.0) > time.monotonic()
+
     async def release(self, key: str) -> None:
         """Give the lease up; a failure only leaves it to expire."""
-        self._held.discard(key)
+        self._held.pop(key, None)
         try:
             await self._pool.fetch(RELEASE_SQL, key, self._owner)
         except Exception:
@@ -83,18 +95,24 @@ class Leases:
 
     async def _renew(self) -> None:
         while self._held:
-            await asyncio.sleep(RENEW_EVERY)
-            if not self._held:
-                return
+            await asyncio.sleep(self.seconds / 3)
+            asked, keys = time.monotonic(), list(self._held)
             try:
-                await self._pool.fetch(RENEW_SQL, self._owner, LEASE_SECONDS)
+                rows = await self._pool.fetch(RENEW_SQL, self._owner, self.seconds, keys)
             except Exception as error:
                 logger.warning("pricing_store: leases not renewed (%s); retrying", error)
+                continue
+            renewed = {row[0] for row in rows}
+            for key in keys:
+                if key in renewed and key in self._held:
+                    self._held[key] = asked + self.seconds
+                elif self._held.pop(key, None) is not None:
+                    self.lost += 1
+                    logger.warning("pricing_store: lease %s lost: it expired and was taken", key)
 
     async def close(self) -> None:
         """Stop renewing and close the leases' connections; leases still held expire."""
         if self._renewing is not None:
             self._renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewing
+            await asyncio.wait((self._renewing,))
         await self._pool.close()

@@ -2,14 +2,17 @@
 
 It reads with asyncpg directly, on connections of its own opened from the engine's URL
 (pass a replica's engine to read from a replica), and can keep a cache from which every
-committed change, from any client, evicts what it changed within moments (see `cache`).
-`get_or_generate` stores what a generator makes for a missing key (see `generation`).
+committed change, from any client, evicts what it changed as it is heard (see `cache` for
+the rules, `listener` for the task that hears). `get_or_generate` stores what a generator
+makes for a missing key (see `generation`).
+
+Its life has states (`State`): new, starting (concurrent first calls share one start),
+open, closing and closed. `close()` is final and bounded in time whatever the network does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType, TracebackType
@@ -17,15 +20,16 @@ from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from pricing_store.db import DriverSettings, driver_connector, hosts_of, settings_of
-from pricing_store.errors import InvalidValueError, raise_translated
-from pricing_store.lookup.cache import (
-    DEFAULT_LISTEN_TIMEOUT,
-    ChangeListener,
-    ReferenceCache,
-    Token,
+from pricing_store.db import driver_connector, require_read_write, settings_of
+from pricing_store.errors import InvalidValueError, LookupClosedError
+from pricing_store.lookup.cache import Change, ReferenceCache, Token
+from pricing_store.lookup.connections import (
+    CLOSE_GRACE,
+    DEFAULT_TIMEOUT,
+    DriverPool,
+    State,
+    result_of,
 )
-from pricing_store.lookup.connections import DEFAULT_TIMEOUT, DriverPool
 from pricing_store.lookup.generation import (
     BRAND_GROUP,
     MODEL,
@@ -34,13 +38,16 @@ from pricing_store.lookup.generation import (
     PriceGenerator,
     checked_generator,
 )
-from pricing_store.lookup.keys import CanonicalKeys, Key
+from pricing_store.lookup.keys import CanonicalKeys, Key, listed_keys
+from pricing_store.lookup.leases import DEFAULT_LEASE_SECONDS
+from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT, ChangeListener
 from pricing_store.lookup.prerequisites import require_schema
 from pricing_store.lookup.queries import (
     GET_MANY_ON_STANDBY_SQL,
     GET_MANY_SQL,
     GET_ON_STANDBY_SQL,
     GET_SQL,
+    prepared_for_lookups,
 )
 from pricing_store.lookup.reference import (
     PriceReference,
@@ -49,23 +56,16 @@ from pricing_store.lookup.reference import (
     reference_from_row,
 )
 from pricing_store.lookup.stats import LookupStats
-from pricing_store.validation import MAX_KEYS_PER_CALL, positive_seconds, whole_number
+from pricing_store.validation import positive_seconds, whole_number
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_GENERATION_TIMEOUT = 120.0
 DEFAULT_MAX_GENERATIONS = 100
+DEFAULT_CLOSE_TIMEOUT = 5.0
 # Connections for generation's short statements on the primary, when reads go elsewhere.
 GENERATION_POOL_SIZE = 3
 # Connections for claiming, renewing and releasing leases, and nothing else.
 LEASE_POOL_SIZE = 2
-# Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
-# the engine names its own). The lookups are key equalities: one generic plan serves every
-# key, and planning afresh for each call (custom plans) costs more than running the query.
-PREPARE_FOR_LOOKUPS_SQL = """
-    SELECT set_config('application_name', coalesce(
-               nullif(current_setting('application_name'), ''), 'pricing_store lookup'), false),
-           set_config('plan_cache_mode', 'force_generic_plan', false)
-"""
 MISSING = object()
 NO_HITS: Mapping[Any, PriceReference | None] = MappingProxyType({})
 
@@ -89,8 +89,10 @@ class PricingLookup:
         generator: PriceGenerator | None = None,
         generation_timeout: float = DEFAULT_GENERATION_TIMEOUT,
         max_generations: int = DEFAULT_MAX_GENERATIONS,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
-        """Prepare the lookup; nothing connects before `start` (or `async with`).
+        """Prepare the lookup; nothing connects before `start` (or `async with`, or a call).
 
         Args:
             bind: The engine to read from (a replica's will do), or a session factory
@@ -99,20 +101,25 @@ class PricingLookup:
             pool_size: How many connections reads may use at once; the engine's pool size
                 by default.
             pool_timeout: Seconds a read waits for a free connection when all are busy,
-                then raises DatabaseTimeoutError.
+                then raises DatabaseTimeoutError (at most an hour).
             listen_to: With a cache, the engine to hear changes from, when reads do not
                 go to the primary itself: standbys and PgBouncer's transaction mode carry
                 no notifications. `bind` by default. Generated rows are written there too.
             listen_timeout: Seconds within which a listening connection that went silent
                 (a half-open TCP connection, say) is given up; the cache is bypassed until
-                a new one listens.
+                a new one listens (0.1 s to an hour).
             generator: What `get_or_generate` asks for missing rows (see `PriceGenerator`).
-            generation_timeout: Seconds one generator call may take.
+            generation_timeout: Seconds one generator call may take (at most an hour).
             max_generations: How many generator calls this lookup runs at once (an LLM
                 quota); more wait their turn, holding no connection.
+            lease_seconds: Seconds a generation's lease outlives its holder's last renewal
+                (0.5 s to 10 minutes): how long a dead or frozen holder blocks its key, and
+                how long a holder retries storing its row through an outage.
+            close_timeout: Seconds `close()` waits for calls under way before cutting
+                them short (at most an hour); it returns within a second more.
 
         Raises:
-            InvalidValueError: if a size, the timeout or the generator is not valid.
+            InvalidValueError: if a size, a timeout or the generator is not valid.
         """
         engine = bind if isinstance(bind, AsyncEngine) else bind.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
@@ -137,8 +144,16 @@ class PricingLookup:
                 "needs LISTEN, which PgBouncer's transaction mode does not carry: "
                 "pass listen_to=an engine on the primary itself",
             )
-        self._listen_timeout = positive_seconds("listen_timeout", listen_timeout)
-        self._cache = ReferenceCache(cache_size, key_of) if cache_size else None
+        listen_timeout = positive_seconds("listen_timeout", listen_timeout, least=0.1)
+        self._close_timeout = positive_seconds("close_timeout", close_timeout)
+        # With listen_to, reads may go to a standby (a value is cached only once it has
+        # replayed enough), and writes go to listen_to's server, the primary.
+        self._tracks_replay = listen_to is not None
+        self._cache = (
+            ReferenceCache(cache_size, key_of, tracks_positions=self._tracks_replay)
+            if cache_size
+            else None
+        )
         # Where hits are looked for: the cache's entries (empty whenever it is not in use),
         # or nothing at all.
         self._hits: Mapping[Any, PriceReference | None] = (
@@ -149,22 +164,38 @@ class PricingLookup:
         self._find_hit = self._hits.get
         # Where a hit is noted (see ReferenceCache.notes); never used without a cache.
         self._notes: list[Any] = self._cache.notes if self._cache is not None else []
-        # With listen_to, reads may go to a standby (a value is cached only once it has
-        # replayed enough), and writes go to listen_to's server, the primary.
-        self._tracks_replay = listen_to is not None
         self._miss_count = 0
-        self._pool: DriverPool | None = None
-        self._listener: ChangeListener | None = None
-        self._generator = checked_generator(generator) if generator is not None else None
+        # Nothing connects before a read needs it; the pools only open connections then.
+        self._pool = self._driver_pool(self._pool_size, primary=False)
+        self._primary = (
+            self._driver_pool(GENERATION_POOL_SIZE) if self._tracks_replay else self._pool
+        )
+        self._listener = (
+            ChangeListener(
+                self._connect_primary, self._cache, self._on_change, listen_timeout=listen_timeout
+            )
+            if self._cache is not None
+            else None
+        )
+        self._generations = (
+            Generations(
+                checked_generator(generator),
+                self._primary,
+                lease_pool=self._driver_pool(LEASE_POOL_SIZE),
+                timeout=positive_seconds("generation_timeout", generation_timeout),
+                limit=whole_number("max_generations", max_generations, minimum=1, maximum=100_000),
+                lease_seconds=positive_seconds("lease_seconds", lease_seconds, least=0.5, most=600),
+            )
+            if generator is not None
+            else None
+        )
         # Per lookup, so that close() lets go of what they hold.
         self._canonical = CanonicalKeys()
         self._parse_list = list_parser()
-        self._generation_timeout = positive_seconds("generation_timeout", generation_timeout)
-        self._max_generations = whole_number(
-            "max_generations", max_generations, minimum=1, maximum=100_000
-        )
-        self._primary: DriverPool | None = None
-        self._generations: Generations | None = None
+        self.state = State.NEW
+        self._starting: asyncio.Task[None] | None = None
+        self._listening: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -181,59 +212,79 @@ class PricingLookup:
     async def start(self) -> None:
         """Get ready to read; with a cache, return only once changes are being listened to.
 
+        Concurrent callers share one start; a start that failed is tried again by the next
+        call.
+
         Raises:
+            LookupClosedError: if the lookup was closed.
             SchemaNotMigratedError: with a cache or a generator, if the database lacks the
                 change triggers or the lease table they need (naming what is missing).
             DatabaseUnavailableError: if the server cannot be reached.
         """
-        if self._pool is None:
-            pool = self._driver_pool(self._pool_size, primary=False)
-            primary = self._driver_pool(GENERATION_POOL_SIZE) if self._tracks_replay else pool
-            if self._cache is not None or self._generator is not None:
+        if self.state is State.OPEN:
+            return
+        if self.state in (State.CLOSING, State.CLOSED):
+            raise LookupClosedError()
+        if self._starting is None:
+            self.state = State.STARTING
+            self._starting = asyncio.get_running_loop().create_task(self._open())
+        await result_of(self._starting)
+
+    async def _open(self) -> None:
+        try:
+            if self._cache is not None or self._generations is not None:
+                check = self._driver_pool(1)  # closed at once: a start that fails holds nothing
                 try:
                     await require_schema(
-                        primary,
+                        check,
                         triggers=self._cache is not None,
-                        leases=self._generator is not None,
+                        leases=self._generations is not None,
                     )
-                except BaseException:
-                    await asyncio.gather(pool.close(), primary.close())
-                    raise
-            self._pool, self._primary = pool, primary
-            if self._generator is not None:
-                self._generations = Generations(
-                    self._generator,
-                    primary,
-                    lease_pool=self._driver_pool(LEASE_POOL_SIZE),
-                    timeout=self._generation_timeout,
-                    limit=self._max_generations,
+                finally:
+                    await check.close()
+            if self._listener is not None:
+                started = asyncio.get_running_loop().create_future()
+                self._listening = asyncio.get_running_loop().create_task(
+                    self._listener.run(started)
                 )
-        if self._cache is not None and self._listener is None:
-            listener = ChangeListener(
-                self._connect_primary,
-                self._cache,
-                self._on_change,
-                listen_timeout=self._listen_timeout,
-                track_positions=self._tracks_replay,
-            )
-            await listener.start()
-            self._listener = listener
+                await started
+        except BaseException:
+            if self.state is State.STARTING:  # not closing: the next call starts afresh
+                self.state, self._starting, self._listening = State.NEW, None, None
+            raise
+        self.state = State.OPEN
 
     async def close(self) -> None:
-        """Stop listening and close every connection this lookup opened."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await listener.close()
-        generations, self._generations = self._generations, None
-        if generations is not None:
-            await generations.close()
+        """Stop listening and close every connection this lookup opened; final.
+
+        Calls under way get `close_timeout` seconds to finish, then are cut short (they
+        raise LookupClosedError); later calls raise LookupClosedError. Returns within
+        `close_timeout` plus a second; a second `close()` waits for the first.
+        """
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)  # the caller's cancellation reaches the caller
+
+    async def _close(self) -> None:
+        self.state = State.CLOSING
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout
+        background = [task for task in (self._starting, self._listening) if task is not None]
+        for task in background:
+            task.cancel()  # the listener closes its connection in its `finally`
+        if self._cache is not None:
+            self._cache.lost(cause=None)  # bypassed from now on
+        if self._generations is not None:
+            await self._generations.close(self._close_timeout)
+        remaining = max(0.0, deadline - loop.time())
+        pools = {id(pool): pool for pool in (self._pool, self._primary)}.values()
+        await asyncio.gather(
+            *(pool.close(remaining) for pool in pools),
+            *([asyncio.wait(background, timeout=remaining + CLOSE_GRACE)] if background else []),
+        )
         self._canonical.clear()
         self._parse_list.cache_clear()
-        pool, self._pool = self._pool, None
-        primary, self._primary = self._primary, None
-        for each in {id(pool): pool, id(primary): primary}.values():
-            if each is not None:
-                await each.close()
+        self.state = State.CLOSED
 
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.
@@ -244,6 +295,7 @@ class PricingLookup:
             InvalidValueError: if a key is not a valid key.
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
+            LookupClosedError: if the lookup was closed.
         """
         # Hits are most of a cached lookup's calls: their path comes first, in the fewest
         # and cheapest steps CPython has (its bytecode specialises a local's call, not a
@@ -275,8 +327,9 @@ class PricingLookup:
             self._notes.append(hit or key)
             return hit  # type: ignore[return-value]
         self._miss_count += 1
-        pool = self._pool or await self._started_pool()
-        cache = self._cache
+        if self.state is not State.OPEN:
+            await self.start()
+        pool, cache = self._pool, self._cache
         token = cache.token(key) if cache is not None else None
         on_standby = cache is not None and self._tracks_replay
         row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
@@ -292,19 +345,24 @@ class PricingLookup:
     ) -> PriceReference:
         """Like `get`, generating (and storing) the Brand×Group and the model when missing.
 
-        Only what is missing is generated, once per key however many tasks and processes
-        ask at once; the others wait for the stored row. No connection is held and no
-        transaction is open while the generator runs. A row stored meanwhile by anyone
-        else wins over the generated one.
+        Only what is missing is generated, once per key however many tasks ask at once,
+        and once across processes while each lease holder renews its lease in time (see
+        `lease_seconds`); the row is stored once in any case. The others wait for the
+        stored row. No connection is held and no transaction is open while the generator
+        runs. A row stored meanwhile by anyone else wins over the generated one.
 
         Raises:
             InvalidValueError: if a key is not valid, no generator was given, or the
                 generator returned invalid data (naming the key and the field).
-            GenerationTimeoutError: if the generator ran past `generation_timeout`.
+            GenerationTimeoutError: if the generator ran past `generation_timeout`, or
+                another process's generation of the key did not end within it plus the
+                lease time.
             DatabaseUnavailableError: if the server cannot be reached.
+            LookupClosedError: if the lookup was closed.
             Exception: whatever the generator raised; nothing was stored.
         """
-        if self._generator is None:
+        generations = self._generations
+        if generations is None:
             raise InvalidValueError(
                 "generator", "get_or_generate needs PricingLookup(generator=...)"
             )
@@ -320,7 +378,6 @@ class PricingLookup:
             missing.append((BRAND_GROUP, (canonical_brand, canonical_group)))
         if canonical_model is not None:
             missing.append((MODEL, (canonical_brand, canonical_group, canonical_model)))
-        generations = self._generations or await self._started_generations()
         await asyncio.gather(*(generations.ensure(kind, part, asked_at) for kind, part in missing))
         return await self._read_stored(key)
 
@@ -328,7 +385,6 @@ class PricingLookup:
         """The stored reference, read from the primary, which the generation wrote to."""
         cache = self._cache
         token = cache.token(key) if cache is not None else None
-        assert self._primary is not None
         row = await self._primary.fetchrow(GET_SQL, *key)
         if row is None:
             raise LookupError("the generated row was deleted before it could be read")
@@ -337,14 +393,9 @@ class PricingLookup:
             cache.put(key, key, reference, token)
         return reference
 
-    async def _started_generations(self) -> Generations:
-        await self.start()
-        assert self._generations is not None
-        return self._generations
-
-    def _on_change(self, table: str, keys: list[tuple[str, ...]] | None) -> None:
+    def _on_change(self, change: Change) -> None:
         if self._generations is not None:
-            self._generations.changed(table, keys)
+            self._generations.changed(*change)
 
     def stats(self) -> LookupStats:
         """A snapshot of the cache's and the generations' counters."""
@@ -361,6 +412,7 @@ class PricingLookup:
             generations_run=generations.calls if generations is not None else 0,
             generations_failed=generations.failed if generations is not None else 0,
             generations_in_flight=generations.running if generations is not None else 0,
+            leases_lost=generations.leases_lost if generations is not None else 0,
         )
 
     async def get_many(
@@ -375,6 +427,7 @@ class PricingLookup:
             InvalidValueError: naming the key's position, if a key is not valid.
             DatabaseUnavailableError: if the server cannot be reached.
             SchemaNotMigratedError: if the tables are missing.
+            LookupClosedError: if the lookup was closed.
         """
         hits, canonical_at, note = self._hits.get, self._canonical.at, self._notes.append
         found: dict[Any, PriceReference | None] = {}
@@ -394,13 +447,15 @@ class PricingLookup:
         return found
 
     async def _fetch_many(self, misses: list[tuple[Any, Key]], found: dict[Any, Any]) -> None:
+        if self.state is not State.OPEN:
+            await self.start()
         cache = self._cache
         distinct = list(dict.fromkeys(canonical for _, canonical in misses))
         tokens: dict[Key, Token] = (
             {key: cache.token(key) for key in distinct} if cache is not None else {}
         )
         brands, groups, models = zip(*distinct, strict=True)
-        pool = self._pool or await self._started_pool()
+        pool = self._pool
         replayed = None
         if self._tracks_replay and cache is not None:
             rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
@@ -418,11 +473,6 @@ class PricingLookup:
             if cache is not None:
                 cache.put(canonical, canonical, reference, tokens[canonical], replayed)
 
-    async def _started_pool(self) -> DriverPool:
-        await self.start()
-        assert self._pool is not None
-        return self._pool
-
     def _driver_pool(self, size: int, *, primary: bool = True) -> DriverPool:
         """Connections of the lookup's own: to the primary (`listen_to`'s), or for reads."""
         settings = self._listen_settings if primary else self._settings
@@ -434,56 +484,3 @@ class PricingLookup:
 
     async def _connect_primary(self) -> Any:
         return await prepared_for_lookups(await self._open_primary(), self._listen_settings)
-
-
-async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any:
-    """Name the connection and plan it for key lookups; an application_name set stays.
-
-    Not behind PgBouncer, which would carry the settings over to other clients.
-
-    Raises:
-        DatabaseUnavailableError: if the connection is lost meanwhile.
-    """
-    if settings.pgbouncer:
-        return connection
-    try:
-        await connection.execute(PREPARE_FOR_LOOKUPS_SQL)
-    except BaseException as error:
-        connection.terminate()
-        if isinstance(error, Exception):
-            raise_translated(error, settings.where())
-        raise
-    return connection
-
-
-def listed_keys(keys: object) -> list[Any]:
-    """The keys of a `get_many` call, as a list of bounded length.
-
-    Raises:
-        InvalidValueError: if `keys` is not an iterable of at most MAX_KEYS_PER_CALL keys.
-    """
-    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
-        raise InvalidValueError(
-            "keys",
-            f"must be an iterable of (brand, group[, model]) tuples, not {type(keys).__name__}",
-        )
-    listed = list(itertools.islice(keys, MAX_KEYS_PER_CALL + 1))
-    if len(listed) > MAX_KEYS_PER_CALL:
-        raise InvalidValueError("keys", f"must be at most {MAX_KEYS_PER_CALL} keys per call")
-    return listed
-
-
-def require_read_write(settings: DriverSettings) -> None:
-    """Refuse a multi-host URL that may reach a standby for LISTEN, leases and stores.
-
-    Raises:
-        InvalidValueError: naming the setting that would make it reach the primary.
-    """
-    wanted = settings.url.query.get("target_session_attrs", "read-write")
-    if len(hosts_of(settings.url)) > 1 and wanted not in ("read-write", "primary"):
-        raise InvalidValueError(
-            "listen_to",
-            f"lists several hosts with target_session_attrs={wanted}: changes are heard, "
-            "and generated rows written, on the primary; pass an engine whose URL says "
-            "target_session_attrs=read-write",
-        )

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql import JSONB
 
+from pricing_store.db import DriverSettings
+from pricing_store.errors import raise_translated
 from pricing_store.lookup.reference import FIELDS
 from pricing_store.models import BrandGroup, Model
 from pricing_store.repositories.statements import (
@@ -93,3 +95,32 @@ GET_MANY_ON_STANDBY_SQL = f"""
     FROM (SELECT {REPLAYED} AS replayed) AS replay
     LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
 """
+
+# Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
+# the engine names its own). The lookups are key equalities: one generic plan serves every
+# key, and planning afresh for each call (custom plans) costs more than running the query.
+PREPARE_FOR_LOOKUPS_SQL = """
+    SELECT set_config('application_name', coalesce(
+               nullif(current_setting('application_name'), ''), 'pricing_store lookup'), false),
+           set_config('plan_cache_mode', 'force_generic_plan', false)
+"""
+
+
+async def prepared_for_lookups(connection: Any, settings: DriverSettings) -> Any:
+    """Name the connection and plan it for key lookups; an application_name set stays.
+
+    Not behind PgBouncer, which would carry the settings over to other clients.
+
+    Raises:
+        DatabaseUnavailableError: if the connection is lost meanwhile.
+    """
+    if settings.pgbouncer:
+        return connection
+    try:
+        await connection.execute(PREPARE_FOR_LOOKUPS_SQL)
+    except BaseException as error:
+        connection.terminate()
+        if isinstance(error, Exception):
+            raise_translated(error, settings.where())
+        raise
+    return connection

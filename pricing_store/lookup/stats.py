@@ -13,6 +13,8 @@ class LookupStats:
     `evictions` counts entries dropped, by cause: `key` (a change to that key), `table` (a
     change to too many keys to name, or TRUNCATE), `reconnect` (the listener was lost or
     fell silent, and is back) and `size` (least recently used, to make room).
+    `leases_lost` counts generation leases another process took over while this lookup
+    held them (its holder stalled past `lease_seconds`).
     """
 
     hits: int
@@ -24,6 +26,7 @@ class LookupStats:
     generations_run: int
     generations_failed: int
     generations_in_flight: int
+    leases_lost: int = 0
 
     @property
     def hit_rate(self) -> float:
