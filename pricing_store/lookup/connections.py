@@ -134,6 +134,9 @@ class DriverPool:
     ) -> Any:
         if connection is None:
             connection = await self._connect()
+            if self.state is State.CLOSED:  # closed while it connected: nothing runs on it
+                connection.terminate()
+                raise LookupClosedError()
         self._in_use.add(connection)
         log_statement(sql, arguments)
         try:
