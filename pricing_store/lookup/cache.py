@@ -2,18 +2,10 @@
 
 Triggers on both tables send a `pricing_store_changes` notification at the commit of any
 statement that changed them, naming the changed keys (or none: "the whole table"). The
-listener (`listener.py`) feeds what it hears into `ReferenceCache` as events; the lookup
-asks it whether a finished read may be stored. Events in, decisions out:
-
-- `token` when a read begins, `put` when it ends: stored only if nothing it read was
-  evicted meanwhile, and (reading a standby) only if the standby had replayed every change
-  heard for its Brand×Group.
-- `heard`: a notification evicts every spelling of each key it names.
-- `position_request` / `position_read`: reading a standby, a change's Brand×Group waits for
-  the primary's WAL position read after the change was heard; a reply places only the
-  changes heard before its request was sent.
-- `lost` / `back`: while the listener is down the cache holds nothing and is bypassed;
-  back, it starts empty and, reading a standby, needs the position read when it came back.
+listener task (`listener.py`) feeds what it hears to `ReferenceCache` as events; a read
+takes a token before it starts and asks `put` whether its value may be stored. Each rule
+is a method, so every order of events can be checked without a server
+(tests/test_cache_interleavings.py); docs/architecture.md draws the whole.
 """
 
 from __future__ import annotations

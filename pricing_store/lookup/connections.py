@@ -37,8 +37,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 Connect = Callable[[], Awaitable[Any]]
 # Seconds a read waits for a free connection, as SQLAlchemy's pool_timeout by default.
 DEFAULT_TIMEOUT = 30.0
-# Seconds a connection is given to close politely before it is cut (the server may be gone).
-CLOSE_GRACE = 1.0
+# Seconds a connection is given to close politely before it is cut (the server may be gone):
+# under a second, so that close() keeps its promise of close_timeout plus a second.
+CLOSE_GRACE = 0.8
 
 
 class State(enum.Enum):
@@ -76,6 +77,7 @@ class DriverPool:
         self._timeout = timeout
         self._idle: list[Any] = []
         self._in_use: set[Any] = set()
+        self._connecting: set[asyncio.Future[Any]] = set()
         self._free = asyncio.Semaphore(size)
         self._busy = 0
         self._all_free = asyncio.Event()
@@ -107,11 +109,11 @@ class DriverPool:
                 # A lost connection usually means the server dropped all of them.
                 self._idle = [each for each in self._idle if not each.is_closed()]
                 return await self._read_on(None, method, sql, arguments)
-        except PricingStoreError:
-            raise
         except Exception as error:
-            if self.state is not State.OPEN:  # cut by close()
-                raise LookupClosedError() from error
+            if self.state is not State.OPEN and not isinstance(error, LookupClosedError):
+                raise LookupClosedError() from error  # cut by close()
+            if isinstance(error, PricingStoreError):
+                raise
             raise_translated(error, self._where)
         finally:
             self._busy -= 1
@@ -133,8 +135,14 @@ class DriverPool:
         self, connection: Any, method: str, sql: str, arguments: Sequence[Any]
     ) -> Any:
         if connection is None:
-            connection = await self._connect()
-            if self.state is State.CLOSED:  # closed while it connected: nothing runs on it
+            # A task of its own, so that close() can cut a connect the network holds up.
+            connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add(connecting)
+            try:
+                connection = await result_of(connecting)
+            finally:
+                self._connecting.discard(connecting)
+            if self.state is State.CLOSED:  # closed as it connected: nothing runs on it
                 connection.terminate()
                 raise LookupClosedError()
         self._in_use.add(connection)
@@ -181,6 +189,8 @@ class DriverPool:
             self.state = State.CLOSED
             for connection in list(self._in_use):
                 self._give_back(connection, reusable=False)
+            for connecting in self._connecting:
+                connecting.cancel()
         idle, self._idle = self._idle, []
         await asyncio.gather(*(close_within(connection) for connection in idle))
 

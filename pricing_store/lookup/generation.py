@@ -24,7 +24,7 @@ from pricing_store.errors import (
     GenerationTimeoutError,
     InvalidValueError,
 )
-from pricing_store.lookup.connections import CLOSE_GRACE, DriverPool, result_of
+from pricing_store.lookup.connections import DriverPool, result_of
 from pricing_store.lookup.leases import Leases, lease_key
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import KeyedModel
@@ -243,19 +243,21 @@ class Generations:
         finally:
             self._waiting.pop((table, key), None)
 
-    async def close(self, wait: float) -> None:
-        """Give the generations under way `wait` seconds, cancel the rest; their leases expire.
+    async def finish(self, wait: float) -> set[asyncio.Task[None]]:
+        """Give the generations under way `wait` seconds; cancel and return the rest.
 
-        Their callers get LookupClosedError. Returns within `wait` plus CLOSE_GRACE seconds.
+        Their callers get LookupClosedError; their leases are left to expire.
         """
         tasks = set(self._in_flight.values())
         if tasks:
             _, tasks = await asyncio.wait(tasks, timeout=wait)
         for task in tasks:
             task.cancel()
-        await self._leases.close()  # cuts their lease statements short
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+        return tasks
+
+    async def close(self) -> None:
+        """Stop renewing leases and close their connections, within CLOSE_GRACE seconds."""
+        await self._leases.close()
 
 
 def checked_generator(generator: object) -> PriceGenerator:

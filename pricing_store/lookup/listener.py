@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pricing_store.errors import DatabaseUnavailableError, first_line, translate
 from pricing_store.lookup.cache import CHANNEL, Change, ReferenceCache
 from pricing_store.lookup.connections import Connect, close_within
 
@@ -46,8 +47,10 @@ class ChangeListener:
         on_change: Callable[[Change], None],
         *,
         listen_timeout: float,
+        where: str,
     ) -> None:
         self._connect = connect
+        self._where = where
         self._cache = cache
         self._on_change = on_change
         self._timeout = listen_timeout
@@ -57,8 +60,8 @@ class ChangeListener:
     async def run(self, started: asyncio.Future[None]) -> None:
         """Listen until cancelled; `started` gets the first attempt's outcome.
 
-        A first attempt that fails ends the task with its error in `started` (the lookup's
-        start raises it); later failures are retried.
+        A first attempt that fails ends the task with the package's error for it in
+        `started` (the lookup's start raises it); later failures are retried.
         """
         failures = 0
         while True:
@@ -82,7 +85,11 @@ class ChangeListener:
                 await self._serve(connection)
             except Exception as error:
                 if not started.done():
-                    started.set_exception(error)
+                    failure = translate(error, self._where) or DatabaseUnavailableError(
+                        self._where, f"not listening for changes: {first_line(error)}"
+                    )
+                    failure.__cause__ = error
+                    started.set_exception(failure)
                     return
                 logger.warning("pricing_store: change listener lost (%r); cache bypassed", error)
             finally:

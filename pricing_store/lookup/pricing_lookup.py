@@ -172,7 +172,11 @@ class PricingLookup:
         )
         self._listener = (
             ChangeListener(
-                self._connect_primary, self._cache, self._on_change, listen_timeout=listen_timeout
+                self._connect_primary,
+                self._cache,
+                self._on_change,
+                listen_timeout=listen_timeout,
+                where=self._listen_settings.where(),
             )
             if self._cache is not None
             else None
@@ -274,12 +278,15 @@ class PricingLookup:
             task.cancel()  # the listener closes its connection in its `finally`
         if self._cache is not None:
             self._cache.lost(cause=None)  # bypassed from now on
-        if self._generations is not None:
-            await self._generations.close(self._close_timeout)
+        generations = self._generations
+        if generations is not None:
+            background += await generations.finish(self._close_timeout)
+        # Everything left is cut at once, side by side: a second more at most.
         remaining = max(0.0, deadline - loop.time())
         pools = {id(pool): pool for pool in (self._pool, self._primary)}.values()
         await asyncio.gather(
             *(pool.close(remaining) for pool in pools),
+            *([generations.close()] if generations is not None else []),
             *([asyncio.wait(background, timeout=remaining + CLOSE_GRACE)] if background else []),
         )
         self._canonical.clear()
