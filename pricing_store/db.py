@@ -131,9 +131,10 @@ def hosts_of(url: URL) -> tuple[str, ...]:
 
 
 def driver_settings(url: str | URL | None = None, *, pgbouncer: bool = False) -> DriverSettings:
-    """Split the URL's own flags (`sslmode`, `pgbouncer`) into asyncpg's terms.
+    """Split the URL's own flags (`sslmode`, `application_name`, `pgbouncer`) into asyncpg's terms.
 
-    libpq's `sslmode` becomes asyncpg's `ssl` argument (asyncpg.connect has no `sslmode`).
+    libpq's `sslmode` becomes asyncpg's `ssl` argument and `application_name` a server
+    setting (asyncpg.connect takes neither by that name).
 
     Raises:
         InvalidValueError: if the URL is not a PostgreSQL URL or `sslmode` is unknown.
@@ -149,6 +150,8 @@ def driver_settings(url: str | URL | None = None, *, pgbouncer: bool = False) ->
                 "sslmode", f"must be one of {', '.join(SSL_MODES)}, not {mode!r}"
             )
         connect_args["ssl"] = mode
+    if "application_name" in query:
+        connect_args["server_settings"] = {"application_name": str(query.pop("application_name"))}
     pgbouncer = pgbouncer or flagged
     if pgbouncer:
         # Transaction pooling hands each transaction any server connection: prepared

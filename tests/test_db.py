@@ -91,3 +91,26 @@ async def test_a_caching_lookup_refuses_a_multi_host_url_that_may_reach_a_standb
         PricingLookup(anywhere)  # uncached reads may go to any server
     finally:
         await anywhere.dispose()
+
+
+async def test_a_urls_application_name_names_every_connection_the_lookups_too(
+    engine: AsyncEngine,
+) -> None:
+    named = create_engine(engine.url.update_query_dict({"application_name": "pricing_report"}))
+    try:
+        async with named.connect() as connection:
+            setting = await connection.scalar(text("SELECT current_setting('application_name')"))
+        assert setting == "pricing_report"
+        async with PricingLookup(named, cache_size=10) as lookup:
+            await lookup.get("No such brand", "jeans")
+            async with engine.connect() as connection:
+                names = await connection.scalars(
+                    text(
+                        "SELECT application_name FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'pricing%' AND pid <> pg_backend_pid() "
+                        "AND datname = current_database()"
+                    )
+                )
+                assert set(names) == {"pricing_report"}  # none left as "pricing_store lookup"
+    finally:
+        await named.dispose()
