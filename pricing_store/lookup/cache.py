@@ -53,7 +53,7 @@ def parse_change(payload: str) -> Change:
     try:
         message = json.loads(payload)
         table, keys = message["t"], message["k"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: "[[[[...]]]]"
         return None, None
     if not isinstance(table, str) or table not in KEY_PARTS:
         return None, None
