@@ -370,6 +370,30 @@ async def test_close_cuts_a_read_still_opening_its_connection_on_a_silent_networ
             await all_gone(admin, name)
 
 
+async def test_a_read_cancelled_while_its_connection_opens_leaves_no_connection_behind(
+    tcp_url: URL, admin: asyncpg.Connection, name: str, prices: None
+) -> None:
+    async with silent_proxy(tcp_url) as proxy:
+        engine = named_engine(tcp_url.set(port=proxy.port), name)
+        lookup = PricingLookup(engine, pool_size=2)
+        try:
+            proxy.pause()  # the read's connection cannot be opened yet
+            read = asyncio.get_running_loop().create_task(lookup.get(brand(1), GROUP))
+            await asyncio.sleep(0.1)
+            read.cancel()
+            await asyncio.wait([read], timeout=0.5)
+            assert read.cancelled()  # the caller's own cancellation, as asyncio gives it
+            proxy.resume()  # the server may now finish what the connect had begun
+            await asyncio.sleep(0.3)
+            assert await backends(admin, name) == 0, "the abandoned connect left a connection"
+            assert base_price(await lookup.get(brand(1), GROUP)) == price(1)  # still serves
+        finally:
+            proxy.resume()
+            await lookup.close()
+            await engine.dispose()
+            await all_gone(admin, name)
+
+
 async def test_a_caller_that_gives_up_on_close_gets_its_timeout_and_a_later_close_completes(
     admin_url: URL,
     admin: asyncpg.Connection,

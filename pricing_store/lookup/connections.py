@@ -140,6 +140,11 @@ class DriverPool:
             self._connecting.add(connecting)
             try:
                 connection = await result_of(connecting)
+            except BaseException:  # the caller gave up: so does the connect
+                finished = not connecting.cancel() and not connecting.cancelled()
+                if finished and connecting.exception() is None:
+                    connecting.result().terminate()
+                raise
             finally:
                 self._connecting.discard(connecting)
             if self.state is State.CLOSED:  # closed as it connected: nothing runs on it
