@@ -40,7 +40,7 @@ RENEW_SQL = f"""
     WHERE owner = $1 AND lease_key = ANY($3::text[])
     RETURNING lease_key
 """
-RELEASE_SQL = f"DELETE FROM {LEASES.fullname} WHERE lease_key = $1 AND owner = $2"
+RELEASE_SQL = f"DELETE FROM {LEASES.fullname} WHERE lease_key = $1 AND owner = $2 RETURNING true"
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +87,14 @@ class Leases:
 
     async def release(self, key: str) -> None:
         """Give the lease up; a failure only leaves it to expire."""
-        self._held.pop(key, None)
+        held = self._held.pop(key, None) is not None
         try:
-            await self._pool.fetch(RELEASE_SQL, key, self._owner)
+            released = await self._pool.fetchrow(RELEASE_SQL, key, self._owner)
         except Exception:
             logger.warning("pricing_store: lease %s not released; it will expire", key)
+            return
+        if held and released is None:  # taken over before a renewal could say so
+            self._lost(key)
 
     async def _renew(self) -> None:
         while self._held:
@@ -107,8 +110,11 @@ class Leases:
                 if key in renewed and key in self._held:
                     self._held[key] = asked + self.seconds
                 elif self._held.pop(key, None) is not None:
-                    self.lost += 1
-                    logger.warning("pricing_store: lease %s lost: it expired and was taken", key)
+                    self._lost(key)
+
+    def _lost(self, key: str) -> None:
+        self.lost += 1
+        logger.warning("pricing_store: lease %s lost: it expired and was taken over", key)
 
     async def close(self) -> None:
         """Stop renewing and close the leases' connections; leases still held expire."""

@@ -54,7 +54,8 @@ class ChangeListener:
         self._cache = cache
         self._on_change = on_change
         self._timeout = listen_timeout
-        self._position_wanted = asyncio.Event()
+        # Set by asyncpg's callbacks: a position is wanted, or the connection is gone.
+        self._wake = asyncio.Event()
         self.listening = False
 
     async def run(self, started: asyncio.Future[None]) -> None:
@@ -69,6 +70,7 @@ class ChangeListener:
             try:
                 async with asyncio.timeout(self._timeout):
                     connection = await self._connect()
+                    connection.add_termination_listener(self._gone)
                     await connection.add_listener(CHANNEL, self._heard)
                     position = (
                         await connection.fetchval(PRIMARY_POSITION_SQL)
@@ -104,20 +106,26 @@ class ChangeListener:
         """The callback: hands the event to the cache and wakes the task, nothing more."""
         self._on_change(self._cache.heard(payload))
         if self._cache.tracks_positions:
-            self._position_wanted.set()
+            self._wake.set()
+
+    def _gone(self, connection: object) -> None:
+        """The callback for a connection the server or the network closed: wakes the task."""
+        self._wake.set()
 
     async def _serve(self, connection: Any) -> None:
         """Answer position requests and send heartbeats until the connection fails."""
         every = self._timeout / HEARTBEATS
         while True:
-            self._position_wanted.clear()
+            self._wake.clear()
+            if connection.is_closed():
+                raise ConnectionError("the listening connection was closed")
             request = self._cache.position_request()
             if request is not None:
                 self._cache.position_read(request, await self._ask(connection, every, True))
                 continue
             try:
                 async with asyncio.timeout(every):
-                    await self._position_wanted.wait()
+                    await self._wake.wait()
                 continue
             except TimeoutError:
                 pass

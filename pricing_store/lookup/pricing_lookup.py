@@ -146,6 +146,9 @@ class PricingLookup:
             )
         listen_timeout = positive_seconds("listen_timeout", listen_timeout, least=0.1)
         self._close_timeout = positive_seconds("close_timeout", close_timeout)
+        generation_timeout = positive_seconds("generation_timeout", generation_timeout)
+        max_generations = whole_number("max_generations", max_generations, minimum=1, maximum=10**5)
+        lease_seconds = positive_seconds("lease_seconds", lease_seconds, least=0.5, most=600)
         # With listen_to, reads may go to a standby (a value is cached only once it has
         # replayed enough), and writes go to listen_to's server, the primary.
         self._tracks_replay = listen_to is not None
@@ -186,9 +189,9 @@ class PricingLookup:
                 checked_generator(generator),
                 self._primary,
                 lease_pool=self._driver_pool(LEASE_POOL_SIZE),
-                timeout=positive_seconds("generation_timeout", generation_timeout),
-                limit=whole_number("max_generations", max_generations, minimum=1, maximum=100_000),
-                lease_seconds=positive_seconds("lease_seconds", lease_seconds, least=0.5, most=600),
+                timeout=generation_timeout,
+                limit=max_generations,
+                lease_seconds=lease_seconds,
             )
             if generator is not None
             else None
