@@ -260,3 +260,69 @@ class SilentProxy:
             pass
         finally:
             sink.close()
+
+
+class DelayingProxy:
+    """A TCP proxy that delivers everything `delay` seconds after it arrived, each way.
+
+    Order is kept and nothing is lost or held back longer: a round trip through it takes
+    `2 * delay` more, however much flows, as on a long network path. `delay` may be changed
+    at any time (a path that became slow); it applies to what arrives from then on.
+    """
+
+    def __init__(self, target_host: str, target_port: int, delay: float) -> None:
+        self.target = (target_host, target_port)
+        self.delay = delay
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DelayingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection(*self.target)
+        for source, sink in ((client, to_server), (server, to_client)):
+            # Each chunk with when it is due; None once the source has closed.
+            due: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+            for pump in (self._receive(source, due), self._deliver(due, sink)):
+                task = asyncio.get_running_loop().create_task(pump)
+                self._pumps.add(task)
+                task.add_done_callback(self._pumps.discard)
+
+    async def _receive(
+        self, source: asyncio.StreamReader, due: asyncio.Queue[tuple[float, bytes | None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await source.read(65536):
+                due.put_nowait((loop.time() + self.delay, data))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            due.put_nowait((loop.time() + self.delay, None))
+
+    async def _deliver(
+        self, due: asyncio.Queue[tuple[float, bytes | None]], sink: asyncio.StreamWriter
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                at, data = await due.get()
+                await asyncio.sleep(max(0.0, at - loop.time()))
+                if data is None:
+                    break
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()

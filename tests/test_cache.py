@@ -18,6 +18,8 @@ from tests.helpers import Counted, eventually
 from tests.provision import asyncpg_dsn
 
 GROUPS = 20
+# A committed change is heard, and what it changed evicted, this soon on loopback.
+HEARD_WITHIN = 0.5
 
 
 @pytest.fixture
@@ -56,12 +58,12 @@ async def reads(lookup: Counted) -> int:
 
 
 async def heard(lookup: PricingLookup, notifications: int) -> None:
-    """Until the lookup has heard this many notifications in all."""
+    """Until the lookup has heard this many notifications in all (HEARD_WITHIN at most)."""
 
     async def enough() -> bool:
         return lookup.stats().notifications >= notifications
 
-    await eventually(enough)
+    assert await eventually(enough, HEARD_WITHIN) < HEARD_WITHIN
 
 
 async def base_price(lookup: PricingLookup, brand: str, model: str | None = None) -> Decimal | None:
@@ -160,10 +162,10 @@ async def test_every_kind_of_change_reaches_the_cache(
     async def priced(expected: Decimal | None, model_name: str | None = "501") -> bool:
         return await base_price(lookup, "Levi's", model_name) == expected
 
-    await eventually(lambda: priced(Decimal("25.00")))
+    assert await eventually(lambda: priced(Decimal("25.00")), HEARD_WITHIN) < HEARD_WITHIN
 
     await raw.execute("UPDATE public.brand_groups SET base_price = 26")  # update
-    await eventually(lambda: priced(Decimal("26.00")))
+    assert await eventually(lambda: priced(Decimal("26.00")), HEARD_WITHIN) < HEARD_WITHIN
 
     async with session_factory.begin() as writer:  # a model row alone
         await ModelRepository(writer).upsert(model(coefficient="1.7"))
@@ -172,20 +174,20 @@ async def test_every_kind_of_change_reaches_the_cache(
         reference = await lookup.get("Levi's", "jeans", "501")
         return reference is not None and reference.coefficient == Decimal(expected)
 
-    await eventually(lambda: coefficient_is("1.70"))
+    assert await eventually(lambda: coefficient_is("1.70"), HEARD_WITHIN) < HEARD_WITHIN
 
     await raw.execute("DELETE FROM public.models")  # delete
-    await eventually(lambda: coefficient_is("1.00"))
+    assert await eventually(lambda: coefficient_is("1.00"), HEARD_WITHIN) < HEARD_WITHIN
 
     async with session_factory.begin() as writer:  # a bulk load of 20,000 rows
         await BrandGroupRepository(writer).bulk_upsert(
             brand_group(f"Bulk {number}", base_price=27) if number else brand_group(base_price=27)
             for number in range(20_000)
         )
-    await eventually(lambda: priced(Decimal("27.00")))
+    assert await eventually(lambda: priced(Decimal("27.00")), HEARD_WITHIN) < HEARD_WITHIN
 
     await raw.execute("TRUNCATE public.brand_groups")  # truncate
-    await eventually(lambda: priced(None))
+    assert await eventually(lambda: priced(None), HEARD_WITHIN) < HEARD_WITHIN
     assert lookup.stats().evictions["table"] >= 1
 
 
@@ -229,7 +231,7 @@ async def test_payloads_name_keys_and_stay_under_the_limit(
         await BrandGroupRepository(writer).bulk_upsert(
             brand_group(f"Many {number}") for number in range(500)
         )
-    await eventually(lambda: asyncio.sleep(0, len(received) == 3))
+    await eventually(lambda: asyncio.sleep(0, len(received) == 3), HEARD_WITHIN)
 
     assert [message["t"] for message in received] == ["brand_groups"] * 3
     assert sorted(map(tuple, received[0]["k"])) == [(f"Brand {n}", "jeans") for n in range(3)]
@@ -287,3 +289,130 @@ async def test_unknown_keys_and_other_spellings_are_hits_too(lookup: Counted) ->
 
     assert await reads(lookup) == sent
     assert lookup.stats().hits == 3
+
+
+def sized(prefix: str, filler: str, size: int) -> str:
+    """`prefix` and as many `filler`s as fit, then padding: exactly `size` bytes (ASCII)."""
+    text = prefix + filler * ((size - len(prefix)) // len(filler))
+    return text + " " * (size - len(text))
+
+
+def key_list(size: int) -> str:
+    """A valid brand_groups payload naming Brand 1 and as many unknown keys as fit."""
+    keys = [["Brand 1", "jeans"]]
+    while len(json.dumps({"t": "brand_groups", "k": [*keys, ["Nobody 00000", "jeans"]]})) < size:
+        keys.append([f"Nobody {len(keys):05}", "jeans"])
+    return json.dumps({"t": "brand_groups", "k": keys})
+
+
+# Payloads anyone may NOTIFY, and which cached entries they leave: the three below are
+# Brand 1 and Brand 2 without a model, and Brand 3's model 501.
+ALL_GONE: tuple[str, ...] = ()
+MODELLESS = ("Brand 1", "Brand 2")
+NOTIFIED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "not JSON": ("brand_groups changed: Brand 1", ALL_GONE),
+    "JSON not an object": ("[1, 2, 3]", ALL_GONE),
+    "JSON null": ("null", ALL_GONE),
+    "an unknown table": (json.dumps({"t": "orders", "k": [["Brand 1", "jeans"]]}), ALL_GONE),
+    "no table": (json.dumps({"k": [["Brand 1", "jeans"]]}), ALL_GONE),
+    "a table that is no string": (json.dumps({"t": ["brand_groups"], "k": None}), ALL_GONE),
+    "keys that are no list": (json.dumps({"t": "brand_groups", "k": "Brand 1"}), ALL_GONE),
+    "a key too short": (json.dumps({"t": "brand_groups", "k": [["Brand 1"]]}), ALL_GONE),
+    "a key part no string": (json.dumps({"t": "brand_groups", "k": [["Brand 1", 5]]}), ALL_GONE),
+    "a model key too short": (json.dumps({"t": "models", "k": [["Brand 1", "jeans"]]}), MODELLESS),
+    "7,999 bytes cut short": (
+        sized('{"t": "brand_groups", "k": [', '["Brand 1", "jeans"], ', 7999),
+        ALL_GONE,
+    ),
+    "a number of 7,999 digits": ("1" * 7999, ALL_GONE),
+    "arrays nested 7,999 deep": ("[" * 7999, ALL_GONE),
+    "objects nested 1,333 deep": ('{"t": ' * 1333, ALL_GONE),
+    "7,999 bytes of keys": (key_list(7999), ("Brand 2", "Brand 3 501")),
+}
+
+
+async def cache_three(lookup: Counted) -> None:
+    for number in (1, 2):
+        assert await base_price(lookup, f"Brand {number}") == Decimal("25.00")
+    assert await base_price(lookup, "Brand 3", "501") == Decimal("25.00")
+    assert lookup.stats().entries == 3
+
+
+async def still_cached(lookup: Counted) -> tuple[str, ...]:
+    """Which of the three `cache_three` cached are hits still (reading the others again)."""
+    cached = []
+    for brand, model_name in (("Brand 1", None), ("Brand 2", None), ("Brand 3", "501")):
+        sent = await reads(lookup)
+        await lookup.get(brand, "jeans", model_name)
+        if await reads(lookup) == sent:
+            cached.append(f"{brand} {model_name}" if model_name else brand)
+    return tuple(cached)
+
+
+@pytest.mark.usefixtures("stored")
+@pytest.mark.parametrize(("payload", "left"), NOTIFIED.values(), ids=NOTIFIED.keys())
+async def test_any_notification_leaves_the_listener_listening_and_evicts_what_it_may_name(
+    lookup: Counted, raw: asyncpg.Connection, payload: str, left: tuple[str, ...]
+) -> None:
+    """Anyone may NOTIFY the channel: what cannot be read means "the whole table" (or both)."""
+    assert len(payload.encode()) <= 7999
+    await cache_three(lookup)
+    await raw.execute("SELECT pg_notify('pricing_store_changes', $1)", payload)
+    await heard(lookup, 1)
+
+    assert lookup.stats().listening
+    assert await still_cached(lookup) == left
+    await raw.execute("UPDATE public.brand_groups SET base_price = 33 WHERE brand = 'Brand 2'")
+
+    async def heard_after() -> bool:
+        return await base_price(lookup, "Brand 2") == Decimal("33.00")
+
+    assert await eventually(heard_after, HEARD_WITHIN) < HEARD_WITHIN
+    assert lookup.stats().listening
+
+
+class NoGenerator:
+    """A generator that is never called: it only makes the generation settings count."""
+
+    async def brand_group(self, brand: str, group: str) -> dict[str, object]:
+        raise AssertionError("not called")
+
+    async def model(self, brand: str, group: str, model: str) -> dict[str, object]:
+        raise AssertionError("not called")
+
+
+BAD_SETTINGS: dict[str, dict[str, Any]] = {
+    "listen_timeout 1e-9": {"cache_size": 10, "listen_timeout": 1e-9},
+    "listen_timeout over an hour": {"cache_size": 10, "listen_timeout": 3601},
+    "listen_timeout NaN": {"cache_size": 10, "listen_timeout": float("nan")},
+    "close_timeout 0": {"close_timeout": 0},
+    "close_timeout infinite": {"close_timeout": float("inf")},
+    "pool_timeout negative": {"pool_timeout": -1},
+    "pool_timeout over an hour": {"pool_timeout": 3601},
+    "lease_seconds 0.1": {"generator": NoGenerator(), "lease_seconds": 0.1},
+    "lease_seconds over 10 minutes": {"generator": NoGenerator(), "lease_seconds": 601},
+    "generation_timeout 1e9": {"generator": NoGenerator(), "generation_timeout": 1e9},
+    "generation_timeout 0": {"generator": NoGenerator(), "generation_timeout": 0},
+}
+
+
+@pytest.mark.parametrize("options", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_a_timeout_out_of_bounds_is_rejected_naming_it(
+    engine: AsyncEngine, options: dict[str, Any]
+) -> None:
+    setting = next(name for name in options if name not in ("cache_size", "generator"))
+    with pytest.raises(InvalidValueError, match=rf"^{setting}: must be "):
+        PricingLookup(engine, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"lease_seconds": 0.1}, {"generation_timeout": 1e9}],
+    ids=["lease_seconds", "generation_timeout"],
+)
+def test_a_generation_setting_out_of_bounds_is_rejected_without_a_generator_too(
+    engine: AsyncEngine, options: dict[str, Any]
+) -> None:
+    (setting,) = options
+    with pytest.raises(InvalidValueError, match=rf"^{setting}: must be "):
+        PricingLookup(engine, **options)

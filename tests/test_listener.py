@@ -10,10 +10,13 @@ import pytest
 from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, create_engine
+from pricing_store.lookup.listener import RECONNECT_DELAYS
 from tests.helpers import eventually
 from tests.provision import OwnServer, SilentProxy, asyncpg_dsn, free_port
 
 GROUPS = 100
+# A committed change is heard, and what it changed evicted, this soon on loopback.
+HEARD_WITHIN = 0.5
 
 
 @pytest.fixture
@@ -45,34 +48,47 @@ async def price(url: URL, brand: str, value: int) -> None:
 async def test_a_silent_listener_is_given_up_within_listen_timeout_then_caching_resumes(
     over_tcp: URL,
 ) -> None:
+    """The network path goes silent: the listener gives it up within listen_timeout.
+
+    Heartbeats go every listen_timeout / HEARTBEATS s of silence, each answered within what
+    is left of listen_timeout. Back, it listens again within listen_timeout (an attempt
+    made while silent times out) plus the longest reconnection delay.
+    """
+    listen_timeout = 1.0
     direct = create_engine(over_tcp)
     async with SilentProxy(str(over_tcp.host), int(over_tcp.port or 5432)) as proxy:
         proxied = create_engine(over_tcp.set(port=proxy.port))
         try:
             async with PricingLookup(
-                direct, cache_size=100, listen_to=proxied, listen_timeout=1.0
+                direct, cache_size=100, listen_to=proxied, listen_timeout=listen_timeout
             ) as lookup:
                 await lookup.get("Brand 1", "jeans")
                 assert (await lookup.get("Brand 1", "jeans")).base_price == 25  # type: ignore[union-attr]
                 assert lookup.stats().hits == 1
 
                 proxy.pause()  # the listening connection goes silent, nothing is closed
+                paused = time.monotonic()
                 await price(over_tcp, "Brand 1", 30)  # a change the listener cannot hear
-                started = time.monotonic()
-                await eventually(lambda: asyncio.sleep(0, not lookup.stats().listening), 2.0)
-                assert time.monotonic() - started < 1.5
+                given_up_within = listen_timeout + 0.25  # a little for the loop's turns
+                await eventually(
+                    lambda: asyncio.sleep(0, not lookup.stats().listening), given_up_within
+                )
+                assert time.monotonic() - paused < given_up_within
                 assert (await lookup.get("Brand 1", "jeans")).base_price == 30  # type: ignore[union-attr]
 
                 proxy.resume()
-                await eventually(lambda: asyncio.sleep(0, lookup.stats().listening), 5.0)
+                await eventually(
+                    lambda: asyncio.sleep(0, lookup.stats().listening),
+                    listen_timeout + RECONNECT_DELAYS[-1] + HEARD_WITHIN,
+                )
                 hits = lookup.stats().hits
                 await lookup.get("Brand 1", "jeans")
                 await lookup.get("Brand 1", "jeans")
                 assert lookup.stats().hits == hits + 1  # cached again
                 await price(over_tcp, "Brand 1", 35)  # and heard again
-                await eventually(
-                    lambda: value_is(lookup, "Brand 1", 35),
-                    1.0,
+                assert (
+                    await eventually(lambda: value_is(lookup, "Brand 1", 35), HEARD_WITHIN)
+                    < HEARD_WITHIN
                 )
         finally:
             await proxied.dispose()
@@ -110,7 +126,9 @@ async def test_a_burst_of_changes_to_other_keys_leaves_the_cache_caching(
 
             sent = await burst()
             assert sent > 500
-            await eventually(lambda: asyncio.sleep(0, lookup.stats().notifications >= sent), 2.0)
+            await eventually(
+                lambda: asyncio.sleep(0, lookup.stats().notifications >= sent), HEARD_WITHIN
+            )
 
             async def all_hits() -> bool:
                 before = lookup.stats().hits
@@ -118,7 +136,7 @@ async def test_a_burst_of_changes_to_other_keys_leaves_the_cache_caching(
                     await lookup.get(brand, "jeans")
                 return lookup.stats().hits - before == GROUPS
 
-            await eventually(all_hits, 2.0)
+            await eventually(all_hits, HEARD_WITHIN)
             assert lookup.stats().evictions["reconnect"] == 0
     finally:
         await writer.close()

@@ -1,26 +1,48 @@
-"""Reading from a real streaming standby: a lagging standby's values are never cached."""
+"""Reading from a real streaming standby: a lagging standby's values are never cached.
+
+The bounds: a committed change is heard within HEARD_WITHIN on loopback; a standby catches
+up within REPLAY_WITHIN (replication's pace, not the lookup's); and once the standby has
+replayed up to the primary's position, the lookup serves the fresh value within
+HEARD_WITHIN and caches it again.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, create_engine
+from pricing_store.lookup import cache as cache_module
 from tests.helpers import Counted, eventually
-from tests.provision import OwnServer, Standby, asyncpg_dsn
+from tests.provision import DelayingProxy, OwnServer, Standby, asyncpg_dsn, free_port
+
+# A committed change is heard this soon on loopback (a proxy's delay included).
+HEARD_WITHIN = 0.5
+# A streaming standby on loopback replays what the primary wrote this soon.
+REPLAY_WITHIN = 10.0
+# Each way, in front of listen_to: a position query's round trip takes 0.4 s more.
+PROXY_DELAY = 0.2
 
 
 @pytest.fixture
-async def primary(own_database: URL) -> AsyncIterator[asyncpg.Connection]:
-    """The own server (migrated), where the changes are made."""
-    connection = await asyncpg.connect(asyncpg_dsn(own_database))
+async def primary_url(own_server: OwnServer, own_database: URL) -> URL:
+    """The own server, migrated, on TCP too (a proxy can stand in front of it)."""
+    own_server.stop()
+    port = free_port()
+    own_server.start(tcp_port=port)
+    return own_database.set(host="127.0.0.1", port=port, query={})
+
+
+@pytest.fixture
+async def primary(primary_url: URL) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the primary, where the changes are made."""
+    connection = await asyncpg.connect(asyncpg_dsn(primary_url))
     await connection.execute(
         "INSERT INTO public.brand_groups (brand, group_name, base_price) "
         "VALUES ('Levi''s', 'jeans', 25), ('Nike', 'sneakers', 60)"
@@ -30,21 +52,49 @@ async def primary(own_database: URL) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def standby(own_server: OwnServer, tmp_path: Path, primary: asyncpg.Connection) -> Any:
+def standby(
+    own_server: OwnServer, tmp_path: Path, primary: asyncpg.Connection
+) -> Iterator[Standby]:
     """A streaming standby started from the own server with `pg_basebackup -R`."""
-    replica = own_server.standby(tmp_path)
+    replica = own_server.standby(tmp_path, tcp_port=free_port())
     yield replica
     replica.close()
 
 
+@pytest.fixture
+async def on_standby(standby: Standby) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the standby, to watch and pause its replay."""
+    connection = await asyncpg.connect(asyncpg_dsn(standby.url))
+    assert await connection.fetchval("SELECT pg_is_in_recovery()")
+    yield connection
+    await connection.close()
+
+
 async def replayed_up_to_now(primary: asyncpg.Connection, on_standby: asyncpg.Connection) -> None:
+    """Until the standby has replayed up to the primary's position as of now."""
     position = await primary.fetchval("SELECT pg_current_wal_lsn()")
 
     async def caught_up() -> bool:
         replayed = await on_standby.fetchval("SELECT pg_last_wal_replay_lsn()")
         return bool(replayed >= position)
 
-    await eventually(caught_up, within=10.0)
+    await eventually(caught_up, within=REPLAY_WITHIN)
+
+
+async def replay_paused(on_standby: asyncpg.Connection) -> None:
+    """Pause the standby's replay: from now on it applies nothing more until resumed."""
+    await on_standby.execute("SELECT pg_wal_replay_pause()")
+    # A pause requested stops replay before the next record, as a paused one does.
+    assert await on_standby.fetchval("SELECT pg_get_wal_replay_pause_state()") != "not paused"
+
+
+async def heard(lookup: PricingLookup, notifications: int) -> None:
+    """Until the lookup has heard this many notifications in all (HEARD_WITHIN at most)."""
+
+    async def enough() -> bool:
+        return lookup.stats().notifications >= notifications
+
+    assert await eventually(enough, HEARD_WITHIN) < HEARD_WITHIN
 
 
 async def sent(lookup: Counted) -> int:
@@ -52,13 +102,16 @@ async def sent(lookup: Counted) -> int:
     return len(lookup.sent)
 
 
+async def base_price(lookup: PricingLookup, brand: str, group: str = "jeans") -> Decimal | None:
+    reference = await lookup.get(brand, group)
+    return None if reference is None else reference.base_price
+
+
 async def test_a_lagging_standby_is_served_but_not_cached(
-    own_database: URL, standby: Standby, primary: asyncpg.Connection
+    primary_url: URL, on_standby: asyncpg.Connection, standby: Standby, primary: asyncpg.Connection
 ) -> None:
-    on_standby = await asyncpg.connect(asyncpg_dsn(standby.url))
-    assert await on_standby.fetchval("SELECT pg_is_in_recovery()")
     await replayed_up_to_now(primary, on_standby)
-    primary_engine, standby_engine = create_engine(own_database), create_engine(standby.url)
+    primary_engine, standby_engine = create_engine(primary_url), create_engine(standby.url)
     try:
         async with Counted(standby_engine, listen_to=primary_engine, cache_size=100) as lookup:
             lookup.sent = []
@@ -66,16 +119,15 @@ async def test_a_lagging_standby_is_served_but_not_cached(
             await replayed_up_to_now(primary, on_standby)
 
             async def price(brand: str) -> Decimal | None:
-                reference = await lookup.get(brand, "jeans" if brand == "Levi's" else "sneakers")
-                return None if reference is None else reference.base_price
+                return await base_price(lookup, brand, "jeans" if brand == "Levi's" else "sneakers")
 
             assert await price("Levi's") == Decimal("25.00")
             assert await price("Levi's") == Decimal("25.00")
             assert await sent(lookup) == 1  # cached: the standby had replayed every change
 
-            await on_standby.execute("SELECT pg_wal_replay_pause()")
+            await replay_paused(on_standby)
             await primary.execute("UPDATE public.brand_groups SET base_price = 30")
-            await eventually(lambda: asyncio.sleep(0, lookup.stats().notifications == 1))
+            await heard(lookup, 1)
 
             # The standby still has the old row: served as it is, never cached.
             for _ in range(3):
@@ -89,45 +141,155 @@ async def test_a_lagging_standby_is_served_but_not_cached(
             assert reads_while_lagging == 5
 
             await on_standby.execute("SELECT pg_wal_replay_resume()")
+            await replayed_up_to_now(primary, on_standby)
 
             async def fresh() -> bool:
                 return await price("Levi's") == Decimal("30.00")
 
-            assert await eventually(fresh) < 1.0
-            before = await sent(lookup)
-            assert await price("Levi's") == Decimal("30.00")
-            assert await sent(lookup) == before  # cached again once replayed
+            assert await eventually(fresh, HEARD_WITHIN) < HEARD_WITHIN
+
+            async def cached_again() -> bool:
+                before = await sent(lookup)
+                assert await price("Levi's") == Decimal("30.00")
+                return await sent(lookup) == before
+
+            assert await eventually(cached_again, HEARD_WITHIN) < HEARD_WITHIN
     finally:
-        await on_standby.close()
         await primary_engine.dispose()
         await standby_engine.dispose()
 
 
 async def test_a_missing_key_is_not_cached_as_missing_while_the_standby_lags(
-    own_database: URL, standby: Standby, primary: asyncpg.Connection
+    primary_url: URL, on_standby: asyncpg.Connection, standby: Standby, primary: asyncpg.Connection
 ) -> None:
-    on_standby = await asyncpg.connect(asyncpg_dsn(standby.url))
     await replayed_up_to_now(primary, on_standby)
-    primary_engine, standby_engine = create_engine(own_database), create_engine(standby.url)
+    primary_engine, standby_engine = create_engine(primary_url), create_engine(standby.url)
     try:
         async with PricingLookup(
             standby_engine, listen_to=primary_engine, cache_size=100
         ) as lookup:
             assert await lookup.get("Zara", "dresses") is None
-            await on_standby.execute("SELECT pg_wal_replay_pause()")
+            await replay_paused(on_standby)
             await primary.execute(
                 "INSERT INTO public.brand_groups (brand, group_name, base_price) "
                 "VALUES ('Zara', 'dresses', 15)"
             )
-            await eventually(lambda: asyncio.sleep(0, lookup.stats().notifications == 1))
+            await heard(lookup, 1)
             assert await lookup.get("Zara", "dresses") is None  # what the standby has
+            assert await lookup.get("Zara", "dresses") is None  # read again, not cached
             await on_standby.execute("SELECT pg_wal_replay_resume()")
+            await replayed_up_to_now(primary, on_standby)
 
             async def found() -> bool:
                 return await lookup.get("Zara", "dresses") is not None
 
-            assert await eventually(found) < 1.0
+            assert await eventually(found, HEARD_WITHIN) < HEARD_WITHIN
     finally:
-        await on_standby.close()
+        await primary_engine.dispose()
+        await standby_engine.dispose()
+
+
+async def test_a_value_read_before_a_late_position_is_never_cached_over_a_later_change(
+    primary_url: URL, on_standby: asyncpg.Connection, standby: Standby, primary: asyncpg.Connection
+) -> None:
+    """Two changes to one Brand×Group; the standby's replay paused between them.
+
+    The lookup hears changes through a proxy that delays each way by PROXY_DELAY, so the
+    primary's position for the second change comes back late: reads meanwhile serve the
+    standby's first value and must not cache it, neither before the position is back nor
+    after (the standby has not replayed up to it). Once the standby has replayed up to the
+    primary's position, the second value is served within HEARD_WITHIN, and only it.
+    """
+    await replayed_up_to_now(primary, on_standby)
+    async with DelayingProxy("127.0.0.1", int(primary_url.port or 5432), 0.0) as proxy:
+        listen_engine = create_engine(primary_url.set(port=proxy.port))
+        standby_engine = create_engine(standby.url)
+        try:
+            async with Counted(standby_engine, listen_to=listen_engine, cache_size=100) as lookup:
+                lookup.sent = []
+                proxy.delay = PROXY_DELAY  # once listening: a connection takes many round trips
+                await primary.execute(
+                    "UPDATE public.brand_groups SET base_price = 30 WHERE brand = 'Levi''s'"
+                )
+                await heard(lookup, 1)
+                await replayed_up_to_now(primary, on_standby)
+                await replay_paused(on_standby)  # after the first change, before the second
+                await primary.execute(
+                    "UPDATE public.brand_groups SET base_price = 35 WHERE brand = 'Levi''s'"
+                )
+                await heard(lookup, 2)
+
+                # The position for the second change is on its way back: not cached.
+                assert await base_price(lookup, "Levi's") == Decimal("30.00")
+                assert await base_price(lookup, "Levi's") == Decimal("30.00")
+                await asyncio.sleep(2 * PROXY_DELAY + 0.2)  # now it is back
+                assert await base_price(lookup, "Levi's") == Decimal("30.00")
+                assert await base_price(lookup, "Levi's") == Decimal("30.00")
+                assert await sent(lookup) == 4, "the standby's older value was cached"
+
+                await on_standby.execute("SELECT pg_wal_replay_resume()")
+                await replayed_up_to_now(primary, on_standby)
+
+                async def second_value() -> bool:
+                    return await base_price(lookup, "Levi's") == Decimal("35.00")
+
+                assert await eventually(second_value, HEARD_WITHIN) < HEARD_WITHIN
+                for _ in range(20):  # and keeps returning it, cached or not
+                    assert await base_price(lookup, "Levi's") == Decimal("35.00")
+                    await asyncio.sleep(0.02)
+                before = await sent(lookup)
+                assert await base_price(lookup, "Levi's") == Decimal("35.00")
+                assert await sent(lookup) == before  # cached by now, with the second value
+                assert lookup.stats().listening
+        finally:
+            await listen_engine.dispose()
+            await standby_engine.dispose()
+
+
+async def test_more_changed_groups_than_remembered_leave_the_cache_working_once_replayed(
+    primary_url: URL,
+    on_standby: asyncpg.Connection,
+    standby: Standby,
+    primary: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past REMEMBERED_GROUPS changed groups the cache forgets which; it must still recover."""
+    monkeypatch.setattr(cache_module, "REMEMBERED_GROUPS", 20)
+    await primary.execute(
+        "INSERT INTO public.brand_groups (brand, group_name, base_price) "
+        "SELECT 'Brand ' || n, 'jeans', 25 FROM generate_series(0, 99) AS n"
+    )
+    await replayed_up_to_now(primary, on_standby)
+    primary_engine, standby_engine = create_engine(primary_url), create_engine(standby.url)
+    try:
+        async with Counted(standby_engine, listen_to=primary_engine, cache_size=1_000) as lookup:
+            for number in (7, 77):
+                assert await base_price(lookup, f"Brand {number}") == Decimal("25.00")
+            for number in range(50):  # 50 commits, one group each
+                await primary.execute(
+                    "UPDATE public.brand_groups SET base_price = 26 WHERE brand = $1",
+                    f"Brand {number}",
+                )
+            await primary.execute(  # and one commit naming 50 groups
+                "UPDATE public.brand_groups SET base_price = 27 WHERE brand = ANY($1::text[])",
+                [f"Brand {number}" for number in range(50, 100)],
+            )
+            await heard(lookup, 51)
+            await replayed_up_to_now(primary, on_standby)
+
+            async def cached_again() -> bool:
+                for brand, expected in (("Brand 7", "26.00"), ("Brand 77", "27.00")):
+                    assert await base_price(lookup, brand) == Decimal(expected)
+                    before = await sent(lookup)
+                    assert await base_price(lookup, brand) == Decimal(expected)
+                    if await sent(lookup) != before:
+                        return False
+                return True
+
+            assert await eventually(cached_again, HEARD_WITHIN) < HEARD_WITHIN
+            assert lookup.stats().listening
+            # Brand 77, still cached when the 21st group changed, went with the groups forgotten.
+            assert lookup.stats().evictions["table"] >= 1
+    finally:
         await primary_engine.dispose()
         await standby_engine.dispose()
