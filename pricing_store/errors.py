@@ -101,7 +101,9 @@ class DatabaseTimeoutError(PricingStoreError, TimeoutError):
 
 
 # SQLSTATE classes and codes: https://www.postgresql.org/docs/current/errcodes-appendix.html
-UNAVAILABLE_CLASSES = ("08", "28")  # connection exceptions, authorization failures
+# Connection exceptions, insufficient resources (too many connections, out of memory or
+# disk), authorization failures.
+UNAVAILABLE_CLASSES = ("08", "53", "28")
 UNAVAILABLE_STATES = {
     _driver.InvalidCatalogNameError.sqlstate: "no such database",
     _driver.ReadOnlySQLTransactionError.sqlstate: "the server is read-only (a standby)",

@@ -269,3 +269,59 @@ async def test_padded_keys_are_not_kept_and_close_lets_go_of_what_was(engine: As
         assert lookup.stats().entries == 0
     finally:
         tracemalloc.stop()
+
+
+async def test_a_lookup_read_past_the_engines_command_timeout_is_one_timeout_error(
+    admin_url: URL, locker: asyncpg.Connection
+) -> None:
+    bounded = create_engine(admin_url, connect_args={"command_timeout": 0.3})
+    try:
+        async with PricingLookup(bounded) as lookup:
+            await lookup.get("Levi's", "jeans")
+            holding = locker.transaction()
+            await holding.start()
+            await locker.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+            try:
+                started = time.monotonic()
+                with pytest.raises(DatabaseTimeoutError, match="command_timeout") as raised:
+                    await lookup.get("Levi's", "jeans")
+                took = time.monotonic() - started
+            finally:
+                await holding.rollback()
+            assert isinstance(raised.value.__cause__, TimeoutError)
+            assert took < 0.55  # one command_timeout, not a retry on a fresh connection
+            assert await lookup.get("Levi's", "jeans") is None  # and it reads on
+    finally:
+        await bounded.dispose()
+
+
+@pytest.fixture
+async def limited_role(admin_url: URL, locker: asyncpg.Connection) -> AsyncIterator[str]:
+    """A role that may log in but may not read the tables, nor hold any connection."""
+    name = f"pricing_faults_{time.monotonic_ns()}"
+    await locker.execute(f"CREATE ROLE {name} LOGIN")
+    yield name
+    await locker.execute(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'"
+    )
+    await locker.execute(f"DROP ROLE {name}")
+
+
+async def test_a_lookup_refused_by_the_server_raises_only_the_packages_errors(
+    admin_url: URL, locker: asyncpg.Connection, limited_role: str
+) -> None:
+    engine = create_engine(admin_url.set(username=limited_role, password=None))
+    try:
+        async with PricingLookup(engine) as lookup:
+            with pytest.raises(PricingStoreError) as denied:  # no SELECT on the tables
+                await lookup.get("Levi's", "jeans")
+            assert isinstance(denied.value.__cause__, asyncpg.InsufficientPrivilegeError)
+            await locker.execute(f"ALTER ROLE {limited_role} CONNECTION LIMIT 0")
+            await locker.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE usename = '{limited_role}'"
+            )
+            with pytest.raises(DatabaseUnavailableError, match="too many connections"):
+                await lookup.get("Levi's", "jeans")  # 53300: no connection to be had
+    finally:
+        await engine.dispose()

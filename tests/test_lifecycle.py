@@ -314,6 +314,27 @@ async def test_close_cuts_reads_waiting_for_a_lock_after_close_timeout_with_look
         await engine.dispose()
 
 
+async def test_a_read_blocked_on_a_lock_leaves_the_server_within_a_second_of_close(
+    admin_url: URL, admin: asyncpg.Connection, locker: asyncpg.Connection, name: str, prices: None
+) -> None:
+    """No interval of the test's own: the lookup sets the server's check of closed clients."""
+    engine = named_engine(admin_url, name)
+    try:
+        lookup = PricingLookup(engine, pool_size=1, close_timeout=0.1)
+        read = asyncio.get_running_loop().create_task(lookup.get(brand(1), GROUP))
+        await until_waiting_for_the_lock(admin, name, 1)
+        await lookup.close()
+        closed_by_close([read])
+
+        async def none_left() -> bool:
+            return await backends(admin, name) == 0
+
+        # The server's check runs every second, then the backend exits: the lock still held.
+        await within(1.0 + GONE_WITHIN, none_left, f"the blocked backend of {name} stayed")
+    finally:
+        await engine.dispose()
+
+
 async def test_close_cuts_reads_on_a_silent_network_after_close_timeout_with_lookup_closed_error(
     tcp_url: URL, admin: asyncpg.Connection, name: str, prices: None
 ) -> None:
@@ -738,3 +759,66 @@ async def test_close_with_a_generation_under_way_on_a_silent_network_returns_wit
             await lookup.close()
             await engine.dispose()
     await all_gone(admin, name)
+
+
+class CountedLlm:
+    """A generator that records what it was asked; a "slow" brand takes a second."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def brand_group(self, brand: str, group: str) -> Mapping[str, object]:
+        self.asked.append(brand)
+        if "slow" in brand:
+            await asyncio.sleep(1.0)
+        return {"base_price": "25.00"}
+
+    async def model(self, brand: str, group: str, model: str) -> Mapping[str, object]:
+        self.asked.append(model)
+        return {"coefficient": "1.50"}
+
+
+async def test_a_call_under_way_when_close_begins_starts_no_generation(
+    admin_url: URL, admin: asyncpg.Connection, name: str, prices: None
+) -> None:
+    engine = named_engine(admin_url, name)
+    llm = CountedLlm()
+    lookup = PricingLookup(engine, generator=llm, close_timeout=2.0)
+    lock = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await lookup.start()
+        # A generation under way keeps close() waiting for it (close_timeout) ...
+        slow = asyncio.get_running_loop().create_task(
+            lookup.get_or_generate("lifecycle slow brand", GROUP)
+        )
+        await asyncio.sleep(0.2)
+        assert llm.asked == ["lifecycle slow brand"]
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute("LOCK TABLE public.brand_groups IN ACCESS EXCLUSIVE MODE")
+        asking = asyncio.get_running_loop().create_task(
+            lookup.get_or_generate("lifecycle new brand", GROUP)
+        )
+        await until_waiting_for_the_lock(admin, name, 1)
+        closing = asyncio.get_running_loop().create_task(lookup.close())
+        await asyncio.sleep(0.1)
+        await holding.rollback()  # ... while this read finishes: a miss
+        await asyncio.wait([asking], timeout=0.5)
+        assert asking.done()
+        assert isinstance(asking.exception(), LookupClosedError)
+        assert llm.asked == ["lifecycle slow brand"]  # no LLM call begun while closing
+        await asyncio.wait([slow], timeout=1.5)
+        assert slow.done()
+        assert not slow.cancelled()
+        assert slow.exception() is None  # the generation under way was let finish
+        await asyncio.wait([closing], timeout=1.0)
+        assert closing.done()
+        assert not [
+            task
+            for task in asyncio.all_tasks()
+            if "Generations._generate" in repr(task.get_coro()) and not task.done()
+        ]
+    finally:
+        await lock.close()
+        await lookup.close()
+        await engine.dispose()

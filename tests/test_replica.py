@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
-from pricing_store import PricingLookup, create_engine
+from pricing_store import PricingLookup, PricingStoreError, create_engine
 from pricing_store.lookup import cache as cache_module
 from tests.helpers import Counted, eventually
 from tests.provision import DelayingProxy, OwnServer, Standby, asyncpg_dsn, free_port
@@ -293,3 +293,29 @@ async def test_more_changed_groups_than_remembered_leave_the_cache_working_once_
     finally:
         await primary_engine.dispose()
         await standby_engine.dispose()
+
+
+async def test_listening_to_a_standby_fails_the_start_with_the_packages_error_and_holds_nothing(
+    primary_url: URL, on_standby: asyncpg.Connection, standby: Standby
+) -> None:
+    """A standby carries no notifications: LISTEN fails there, and so does the start."""
+    reads, listens = create_engine(primary_url), create_engine(standby.url)
+    try:
+        lookup = PricingLookup(reads, cache_size=10, listen_to=listens)
+        with pytest.raises(PricingStoreError) as raised:
+            await lookup.start()
+        assert raised.value.__cause__ is not None  # the driver's own error, kept
+        left = await on_standby.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'pricing_store lookup' AND pid <> pg_backend_pid()"
+        )
+        assert left == 0  # the failed listener closed its connection before the start raised
+        await lookup.close()
+        assert not [
+            task
+            for task in asyncio.all_tasks()
+            if "ChangeListener.run" in repr(task.get_coro()) and not task.done()
+        ]
+    finally:
+        await reads.dispose()
+        await listens.dispose()

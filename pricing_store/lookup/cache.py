@@ -98,9 +98,9 @@ class ReferenceCache:
         self._epoch = 0
         self._group_versions: dict[Group, int] = {}
         self.tracks_positions = tracks_positions
-        # Reading a standby. Changes are numbered as heard; a group (or every group) whose
-        # latest change has no position yet is "unplaced" with that number, oldest first.
-        self._heard = 0
+        # Reading a standby. Changes are numbered as heard (`notifications`); a group (or
+        # every group) whose latest change has no position yet is "unplaced" with that
+        # number, oldest first.
         self._unplaced: dict[Group, int] = {}
         self._unplaced_everywhere = 0
         # The primary's WAL position a standby must have replayed, per group and for all.
@@ -185,11 +185,10 @@ class ReferenceCache:
     def changed(self, table: str | None, keys: Iterable[Sequence[str]] | None) -> None:
         """A change to these keys of `table` was heard (None: every key, or every table)."""
         self.notifications += 1
-        self._heard += 1
         if keys is None:
             self._evict_table(table)
             if self.tracks_positions:
-                self._unplaced_everywhere = self._heard
+                self._unplaced_everywhere = self.notifications
                 self._unplaced.clear()  # placed with everything
             return
         self.tally()  # notes of an entry evicted now must not reorder it once stored again
@@ -203,16 +202,16 @@ class ReferenceCache:
                     self.evictions["key"] += 1
             if self.tracks_positions:
                 self._unplaced.pop(group, None)  # kept oldest first
-                self._unplaced[group] = self._heard
+                self._unplaced[group] = self.notifications
         if len(self._group_versions) > REMEMBERED_GROUPS:
             self._clear("table")  # forgets the versions, and makes every read under way void
         if len(self._unplaced) > REMEMBERED_GROUPS:
-            self._unplaced_everywhere = self._heard
+            self._unplaced_everywhere = self.notifications
             self._unplaced.clear()
 
     def position_request(self) -> int | None:
         """What to send a request for the primary's WAL position under; None: none needed."""
-        return self._heard if self._unplaced or self._unplaced_everywhere else None
+        return self.notifications if self._unplaced or self._unplaced_everywhere else None
 
     def position_read(self, request: int, position: int) -> None:
         """The primary's position, read by the request sent under `request`.
@@ -240,13 +239,19 @@ class ReferenceCache:
         self.active = False
         self._clear(cause)
 
-    def back(self, position: int | None = None) -> None:
-        """The listener listens again; `position` is the primary's, read since (standby)."""
+    def back(self, request: int = 0, position: int | None = None) -> None:
+        """The listener listens again; reading a standby, `position` is the primary's.
+
+        `position` was read by a query sent, once LISTEN was in force, under `request`
+        (see `position_request`): it is past everything committed before, which nobody
+        heard, and it places the changes heard before `request`; those heard since wait
+        for the next reply.
+        """
         self._clear("reconnect")  # anything may have changed while nobody listened
-        self._unplaced.clear()
-        self._unplaced_everywhere = 0
-        self._needed.clear()
-        self._needed_everywhere = position or 0
+        if position is not None:
+            self._needed_everywhere = max(self._needed_everywhere, position)
+            self._needed.clear()  # positions only grow: this one covers them
+            self.position_read(request, position)
         self.active = True
 
     def _forget(self, spelled: Any) -> None:

@@ -21,7 +21,8 @@ from pricing_store.errors import (
     DatabaseTimeoutError,
     LookupClosedError,
     PricingStoreError,
-    raise_translated,
+    first_line,
+    translate,
 )
 
 # Errors after which the same statement on a fresh connection may well succeed: the server
@@ -52,10 +53,31 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class CallsUnderWay:
+    """Counts the calls under way (`with calls:` around each), so that close() can wait."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.none = asyncio.Event()
+        self.none.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self.none.clear()
+
+    def __exit__(self, *_: object) -> None:
+        self.count -= 1
+        if not self.count:
+            self.none.set()
+
+
 async def close_within(connection: Any, seconds: float = CLOSE_GRACE) -> None:
     """Close politely, or cut the connection after `seconds` (a silent server never answers)."""
-    with contextlib.suppress(Exception):  # asyncpg has cut it already
-        await connection.close(timeout=seconds)
+    try:
+        async with asyncio.timeout(seconds):
+            await connection.close(timeout=seconds)
+    except Exception:  # the timeout's own included
+        connection.terminate()
 
 
 class DriverPool:
@@ -103,8 +125,8 @@ class DriverPool:
                 raise LookupClosedError()
             try:
                 return await self._read_on(self._pop_open(), method, sql, arguments)
-            except CONNECTION_LOST:
-                if self.state is not State.OPEN:
+            except CONNECTION_LOST as error:
+                if self.state is not State.OPEN or isinstance(error, TimeoutError):
                     raise
                 # A lost connection usually means the server dropped all of them.
                 self._idle = [each for each in self._idle if not each.is_closed()]
@@ -114,7 +136,14 @@ class DriverPool:
                 raise LookupClosedError() from error  # cut by close()
             if isinstance(error, PricingStoreError):
                 raise
-            raise_translated(error, self._where)
+            if isinstance(error, TimeoutError):  # the engine's command_timeout
+                raise DatabaseTimeoutError(
+                    f"a statement ran past the engine's command_timeout at {self._where}"
+                ) from error
+            package_error = translate(error, self._where)
+            raise package_error or PricingStoreError(
+                f"{self._where}: {first_line(error)}"
+            ) from error
         finally:
             self._busy -= 1
             self._free.release()

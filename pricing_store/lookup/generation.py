@@ -12,6 +12,7 @@ by anyone else win, retried through an outage only while the lease is surely sti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +24,7 @@ from pricing_store.errors import (
     DatabaseUnavailableError,
     GenerationTimeoutError,
     InvalidValueError,
+    LookupClosedError,
 )
 from pricing_store.lookup.connections import DriverPool, result_of
 from pricing_store.lookup.leases import Leases, lease_key
@@ -114,6 +116,8 @@ class Generations:
         self._waiting: dict[tuple[str, GeneratedKey], asyncio.Event] = {}
         # The last failure of each key's generation, and when it ended (time.monotonic()).
         self._failures: dict[tuple[str, GeneratedKey], tuple[float, BaseException]] = {}
+        # Set by the lookup's close(): no generator call begins from then on.
+        self.closing = False
         self.calls = 0
         self.failed = 0
         self.running = 0
@@ -127,8 +131,11 @@ class Generations:
         Raises:
             GenerationTimeoutError: if the generator ran past the timeout.
             InvalidValueError: naming the key and the field, if it returned invalid data.
+            LookupClosedError: if the lookup is closing.
             Exception: whatever the generator raised; nothing was stored.
         """
+        if self.closing:
+            raise LookupClosedError()
         name = (kind.table, key)
         failed = self._failures.get(name)
         if failed is not None and failed[0] >= asked_at:
@@ -180,9 +187,10 @@ class Generations:
                     finally:
                         await self._leases.release(lease)
                     return
-            if time.monotonic() > give_up_at:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
                 raise GenerationTimeoutError(f"{kind.describe(key)} in another process", patience)
-            await self._wait(kind.table, key)
+            await self._wait(kind.table, key, min(left, RECHECK_EVERY))
 
     async def _stored(self, kind: Kind, key: GeneratedKey) -> bool:
         return await self._pool.fetchrow(EXISTS_SQL[kind.table], *key) is not None
@@ -229,17 +237,17 @@ class Generations:
                 await self._store(kind, key, generated)
                 return
             except DatabaseUnavailableError:
+                await asyncio.sleep(RECHECK_EVERY)
                 if not self._leases.holds(lease):
                     raise
-                await asyncio.sleep(RECHECK_EVERY)
 
-    async def _wait(self, table: str, key: GeneratedKey) -> None:
-        """Until a change to the key is heard of, or `RECHECK_EVERY` seconds at most."""
+    async def _wait(self, table: str, key: GeneratedKey, seconds: float) -> None:
+        """Until a change to the key is heard of, or `seconds` at most."""
         event = self._waiting.setdefault((table, key), asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), RECHECK_EVERY)
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):  # the timeout's own; a cancel goes through
+                async with asyncio.timeout(seconds):
+                    await event.wait()
         finally:
             self._waiting.pop((table, key), None)
 

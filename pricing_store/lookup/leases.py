@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 
+from pricing_store.errors import LookupClosedError
 from pricing_store.lookup.connections import DriverPool
 from pricing_store.models.lease import LEASES
 
@@ -61,8 +62,10 @@ class Leases:
         self._pool = pool
         self.seconds = seconds
         self._owner = uuid.uuid4().hex
-        # Each lease held, and until when (time.monotonic()) it surely is.
-        self._held: dict[str, float] = {}
+        # Each lease held: its claim (a new object per claim, so that a renewal sent before
+        # a release and a new claim of the key does not speak for the new one), and until
+        # when (time.monotonic()) it surely is held.
+        self._held: dict[str, tuple[object, float]] = {}
         self._renewing: asyncio.Task[None] | None = None
         self.lost = 0
 
@@ -76,14 +79,15 @@ class Leases:
         claimed = await self._pool.fetchrow(CLAIM_SQL, key, self._owner, self.seconds)
         if claimed is None:
             return False
-        self._held[key] = asked + self.seconds
+        self._held[key] = (object(), asked + self.seconds)
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.get_running_loop().create_task(self._renew())
         return True
 
     def holds(self, key: str) -> bool:
         """Whether the lease is surely still this owner's: renewed, and not found lost."""
-        return self._held.get(key, 0.0) > time.monotonic()
+        claim = self._held.get(key)
+        return claim is not None and claim[1] > time.monotonic()
 
     async def release(self, key: str) -> None:
         """Give the lease up; a failure only leaves it to expire."""
@@ -99,17 +103,22 @@ class Leases:
     async def _renew(self) -> None:
         while self._held:
             await asyncio.sleep(self.seconds / 3)
-            asked, keys = time.monotonic(), list(self._held)
+            asked, sent = time.monotonic(), dict(self._held)
             try:
-                rows = await self._pool.fetch(RENEW_SQL, self._owner, self.seconds, keys)
+                rows = await self._pool.fetch(RENEW_SQL, self._owner, self.seconds, list(sent))
+            except LookupClosedError:
+                return
             except Exception as error:
                 logger.warning("pricing_store: leases not renewed (%s); retrying", error)
                 continue
             renewed = {row[0] for row in rows}
-            for key in keys:
-                if key in renewed and key in self._held:
-                    self._held[key] = asked + self.seconds
-                elif self._held.pop(key, None) is not None:
+            for key, (claim, _) in sent.items():
+                if self._held.get(key, (None,))[0] is not claim:
+                    continue  # released, or released and claimed again, meanwhile
+                if key in renewed:
+                    self._held[key] = (claim, asked + self.seconds)
+                else:
+                    del self._held[key]
                     self._lost(key)
 
     def _lost(self, key: str) -> None:

@@ -67,40 +67,47 @@ class ChangeListener:
         failures = 0
         while True:
             connection: Any = None
+            failure: Exception | None = None
             try:
                 async with asyncio.timeout(self._timeout):
                     connection = await self._connect()
                     connection.add_termination_listener(self._gone)
                     await connection.add_listener(CHANNEL, self._heard)
+                    request = self._cache.notifications  # heard so far: before the query
                     position = (
                         await connection.fetchval(PRIMARY_POSITION_SQL)
                         if self._cache.tracks_positions
                         else None
                     )
-                self._cache.back(position)
+                self._cache.back(request, position)
                 self.listening, failures = True, 0
                 if not started.done():
                     started.set_result(None)
-                    logger.debug("pricing_store: change listener listening")
                 else:
                     logger.info("pricing_store: change listener back; cache in use again")
                 await self._serve(connection)
             except Exception as error:
-                if not started.done():
-                    failure = translate(error, self._where) or DatabaseUnavailableError(
-                        self._where, f"not listening for changes: {first_line(error)}"
-                    )
-                    failure.__cause__ = error
-                    started.set_exception(failure)
-                    return
-                logger.warning("pricing_store: change listener lost (%r); cache bypassed", error)
+                failure = error
             finally:
                 self.listening = False
                 self._cache.lost()
                 if connection is not None:
                     await close_within(connection)
+            if not started.done():  # the first attempt: the lookup's start raises its error
+                started.set_exception(self._translated(failure))
+                return
+            logger.warning("pricing_store: change listener lost (%r); cache bypassed", failure)
             await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
             failures += 1
+
+    def _translated(self, error: Exception | None) -> Exception:
+        """The package's error for a failure to listen."""
+        package_error = translate(error, self._where) if error else None
+        package_error = package_error or DatabaseUnavailableError(
+            self._where, f"not listening for changes: {first_line(error or ConnectionError())}"
+        )
+        package_error.__cause__ = error
+        return package_error
 
     def _heard(self, connection: object, pid: int, channel: str, payload: str) -> None:
         """The callback: hands the event to the cache and wakes the task, nothing more."""

@@ -13,6 +13,7 @@ open, closing and closed. `close()` is final and bounded in time whatever the ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType, TracebackType
@@ -21,11 +22,12 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from pricing_store.db import driver_connector, require_read_write, settings_of
-from pricing_store.errors import InvalidValueError, LookupClosedError
+from pricing_store.errors import InvalidValueError, LookupClosedError, PricingStoreError
 from pricing_store.lookup.cache import Change, ReferenceCache, Token
 from pricing_store.lookup.connections import (
     CLOSE_GRACE,
     DEFAULT_TIMEOUT,
+    CallsUnderWay,
     DriverPool,
     State,
     result_of,
@@ -200,6 +202,7 @@ class PricingLookup:
         self._canonical = CanonicalKeys()
         self._parse_list = list_parser()
         self.state = State.NEW
+        self._under_way = CallsUnderWay()
         self._starting: asyncio.Task[None] | None = None
         self._listening: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -283,7 +286,12 @@ class PricingLookup:
             self._cache.lost(cause=None)  # bypassed from now on
         generations = self._generations
         if generations is not None:
-            background += await generations.finish(self._close_timeout)
+            generations.closing = True  # an LLM call begun now would only be cut
+        with contextlib.suppress(TimeoutError):  # calls under way get close_timeout
+            async with asyncio.timeout_at(deadline):
+                await self._under_way.none.wait()
+        if generations is not None:
+            background += await generations.finish(max(0.0, deadline - loop.time()))
         # Everything left is cut at once, side by side: a second more at most.
         remaining = max(0.0, deadline - loop.time())
         pools = {id(pool): pool for pool in (self._pool, self._primary)}.values()
@@ -342,7 +350,8 @@ class PricingLookup:
         pool, cache = self._pool, self._cache
         token = cache.token(key) if cache is not None else None
         on_standby = cache is not None and self._tracks_replay
-        row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
+        with self._under_way:
+            row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
         # On a standby a row comes even for no match, its model_found NULL.
         found = row is not None and row["model_found"] is not None
         reference = reference_from_row(row, self._parse_list) if found else None
@@ -369,6 +378,7 @@ class PricingLookup:
                 lease time.
             DatabaseUnavailableError: if the server cannot be reached.
             LookupClosedError: if the lookup was closed.
+            PricingStoreError: if the generated row was deleted before it could be read.
             Exception: whatever the generator raised; nothing was stored.
         """
         generations = self._generations
@@ -376,6 +386,12 @@ class PricingLookup:
             raise InvalidValueError(
                 "generator", "get_or_generate needs PricingLookup(generator=...)"
             )
+        with self._under_way:
+            return await self._get_or_generate(generations, brand, group, model)
+
+    async def _get_or_generate(
+        self, generations: Generations, brand: str, group: str, model: str | None
+    ) -> PriceReference:
         asked_at = time.monotonic()
         reference = await self.get(brand, group, model)
         if reference is not None and (model is None or reference.model_found):
@@ -397,7 +413,7 @@ class PricingLookup:
         token = cache.token(key) if cache is not None else None
         row = await self._primary.fetchrow(GET_SQL, *key)
         if row is None:
-            raise LookupError("the generated row was deleted before it could be read")
+            raise PricingStoreError("the generated row was deleted before it could be read")
         reference = reference_from_row(row, self._parse_list)
         if cache is not None and token is not None:
             cache.put(key, key, reference, token)
@@ -439,6 +455,8 @@ class PricingLookup:
             SchemaNotMigratedError: if the tables are missing.
             LookupClosedError: if the lookup was closed.
         """
+        if self.state in (State.CLOSING, State.CLOSED):
+            raise LookupClosedError()
         hits, canonical_at, note = self._hits.get, self._canonical.at, self._notes.append
         found: dict[Any, PriceReference | None] = {}
         misses: list[tuple[Any, Key]] = []  # (key as passed, its canonical form)
@@ -459,6 +477,10 @@ class PricingLookup:
     async def _fetch_many(self, misses: list[tuple[Any, Key]], found: dict[Any, Any]) -> None:
         if self.state is not State.OPEN:
             await self.start()
+        with self._under_way:
+            await self._read_many(misses, found)
+
+    async def _read_many(self, misses: list[tuple[Any, Key]], found: dict[Any, Any]) -> None:
         cache = self._cache
         distinct = list(dict.fromkeys(canonical for _, canonical in misses))
         tokens: dict[Key, Token] = (
