@@ -15,8 +15,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, Self
 
 from sqlalchemy.engine import URL
 
@@ -30,6 +31,7 @@ from pricing_store.testing.servers import (
 )
 
 __all__ = [
+    "DelayingProxy",
     "NoServerError",
     "OwnServer",
     "SilentProxy",
@@ -204,22 +206,16 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-class SilentProxy:
-    """A TCP proxy that can stop forwarding without closing anything: a half-open network.
-
-    While paused, nothing is read from either side, so both ends see a live connection that
-    has gone silent, as when a network path dies without a reset.
-    """
+class Proxy:
+    """A TCP proxy on a port of its own to `target`; a subclass says how it forwards."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> SilentProxy:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         return self
 
@@ -229,6 +225,27 @@ class SilentProxy:
         for pump in list(self._pumps):
             pump.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def _run(self, pump: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(pump)
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
+
+
+class SilentProxy(Proxy):
+    """A TCP proxy that can stop forwarding without closing anything: a half-open network.
+
+    While paused, nothing is read from either side, so both ends see a live connection that
+    has gone silent, as when a network path dies without a reset.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        super().__init__(target_host, target_port)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     def pause(self) -> None:
         """Stop forwarding, both ways, on every connection; close none."""
@@ -242,9 +259,7 @@ class SilentProxy:
         await self._flowing.wait()
         server, to_server = await asyncio.open_connection(*self.target)
         for source, sink in ((client, to_server), (server, to_client)):
-            pump = asyncio.get_running_loop().create_task(self._pump(source, sink))
-            self._pumps.add(pump)
-            pump.add_done_callback(self._pumps.discard)
+            self._run(self._pump(source, sink))
 
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
@@ -262,7 +277,7 @@ class SilentProxy:
             sink.close()
 
 
-class DelayingProxy:
+class DelayingProxy(Proxy):
     """A TCP proxy that delivers everything `delay` seconds after it arrived, each way.
 
     Order is kept and nothing is lost or held back longer: a round trip through it takes
@@ -271,32 +286,16 @@ class DelayingProxy:
     """
 
     def __init__(self, target_host: str, target_port: int, delay: float) -> None:
-        self.target = (target_host, target_port)
+        super().__init__(target_host, target_port)
         self.delay = delay
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._pumps: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> DelayingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
 
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         server, to_server = await asyncio.open_connection(*self.target)
         for source, sink in ((client, to_server), (server, to_client)):
             # Each chunk with when it is due; None once the source has closed.
             due: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
-            for pump in (self._receive(source, due), self._deliver(due, sink)):
-                task = asyncio.get_running_loop().create_task(pump)
-                self._pumps.add(task)
-                task.add_done_callback(self._pumps.discard)
+            self._run(self._receive(source, due))
+            self._run(self._deliver(due, sink))
 
     async def _receive(
         self, source: asyncio.StreamReader, due: asyncio.Queue[tuple[float, bytes | None]]
