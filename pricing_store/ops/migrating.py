@@ -202,8 +202,9 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
     """Bring the package's tables in `public` to `revision` on the caller's connection.
 
     Made for a host application's env.py (a sync `Connection`, as inside `run_sync`): call
-    it in every pass, tenant passes included. When `public` is already at head it runs one
-    catalog query and takes no lock; otherwise it runs the revisions exactly as
+    it in every pass, tenant passes included. When `public` is already at head it runs two
+    short statements (a catalog look-up, and a read of the version table whose ACCESS SHARE
+    lock lasts until the caller's transaction ends); otherwise it runs the revisions as
     `pricing-store migrate` does (one migrator at a time, bounded lock and statement
     timeouts), recording them in `public.pricing_store_alembic_version`. It commits nothing:
     the caller's transaction does, and the caller's `search_path`, timeouts and Alembic
