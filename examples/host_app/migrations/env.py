@@ -3,7 +3,8 @@
 Each pass records its revisions in its own schema's `alembic_version`, and calls
 `pricing_store.ops.upgrade` first: the package's tables land in `public` (recorded in
 `public.pricing_store_alembic_version`) before any revision of the host references them,
-and in every later pass the call is one catalog query that takes no lock.
+and in every later pass the call is two short statements (a catalog look-up, and a read of
+the package's version table under the weakest lock there is).
 
 Autogenerate compares one tenant at a time, with the shared tables:
 `alembic check -x tenant=user_1`.
