@@ -822,3 +822,31 @@ async def test_a_call_under_way_when_close_begins_starts_no_generation(
         await lock.close()
         await lookup.close()
         await engine.dispose()
+
+
+async def test_a_generation_waiting_for_its_turn_when_close_begins_calls_no_generator(
+    admin_url: URL, name: str, prices: None
+) -> None:
+    engine = named_engine(admin_url, name)
+    llm = CountedLlm()
+    lookup = PricingLookup(engine, generator=llm, max_generations=1, close_timeout=3.0)
+    try:
+        await lookup.start()
+        first = asyncio.get_running_loop().create_task(
+            lookup.get_or_generate("lifecycle slow first", GROUP)
+        )
+        await asyncio.sleep(0.2)  # generating, and holding the one turn
+        waiting = asyncio.get_running_loop().create_task(
+            lookup.get_or_generate("lifecycle queued second", GROUP)
+        )
+        await asyncio.sleep(0.2)  # waiting for the turn
+        started = time.monotonic()
+        await lookup.close()
+        assert time.monotonic() - started < 3.0 + 1.0
+        assert llm.asked == ["lifecycle slow first"]  # the queued one never reached the LLM
+        assert first.done()
+        assert first.exception() is None  # the generation under way was let finish
+        closed_by_close([waiting])
+    finally:
+        await lookup.close()
+        await engine.dispose()

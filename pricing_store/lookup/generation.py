@@ -134,14 +134,14 @@ class Generations:
             LookupClosedError: if the lookup is closing.
             Exception: whatever the generator raised; nothing was stored.
         """
-        if self.closing:
-            raise LookupClosedError()
         name = (kind.table, key)
         failed = self._failures.get(name)
         if failed is not None and failed[0] >= asked_at:
             raise failed[1]
         task = self._in_flight.get(name)
         if task is None:
+            if self.closing:  # a generation under way may be joined, not a new one begun
+                raise LookupClosedError()
             task = asyncio.get_running_loop().create_task(self._generate(kind, key))
             self._in_flight[name] = task
             task.add_done_callback(partial(self._finished, name))
@@ -182,6 +182,8 @@ class Generations:
                     try:
                         # Stored by the previous holder just before it let go?
                         if not await self._stored(kind, key):
+                            if self.closing:  # an LLM call begun now would only be cut
+                                raise LookupClosedError()
                             generated = await self._call(kind, key)
                             await self._store_through_outages(kind, key, generated, lease)
                     finally:

@@ -113,7 +113,7 @@ PREPARE_FOR_LOOKUPS_SQL = """
 # sockets, unless the connection already has its own interval.
 NOTICE_LEFT_CLIENTS_SQL = """
     SELECT set_config('client_connection_check_interval', '1s', false)
-    WHERE current_setting('client_connection_check_interval') = '0'
+    WHERE current_setting('client_connection_check_interval', true) = '0'
 """
 
 
