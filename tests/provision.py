@@ -207,7 +207,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 class Proxy:
-    """A TCP proxy on a port of its own to `target`; a subclass says how it forwards."""
+    """A TCP proxy on a port of its own to `target` (a host and port, or a Unix socket's
+    directory and port); a subclass says how it forwards."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -228,6 +229,12 @@ class Proxy:
 
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+    async def _open_target(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = self.target
+        if host.startswith("/"):  # a Unix socket's directory, as libpq names one
+            return await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+        return await asyncio.open_connection(host, port)
 
     def _run(self, pump: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(pump)
@@ -257,7 +264,7 @@ class SilentProxy(Proxy):
 
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         await self._flowing.wait()
-        server, to_server = await asyncio.open_connection(*self.target)
+        server, to_server = await self._open_target()
         for source, sink in ((client, to_server), (server, to_client)):
             self._run(self._pump(source, sink))
 
@@ -290,7 +297,7 @@ class DelayingProxy(Proxy):
         self.delay = delay
 
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        server, to_server = await asyncio.open_connection(*self.target)
+        server, to_server = await self._open_target()
         for source, sink in ((client, to_server), (server, to_client)):
             # Each chunk with when it is due; None once the source has closed.
             due: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()

@@ -114,11 +114,18 @@ async def locker(admin_url: URL) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def tcp_url(admin_url: URL) -> URL:
-    """The run's database on TCP, where a SilentProxy can stand in front of it."""
-    if not admin_url.host or "host" in admin_url.query:
-        pytest.skip("the run's server is not on TCP: a SilentProxy cannot stand in front")
-    return admin_url
+async def tcp_url(admin_url: URL) -> AsyncIterator[URL]:
+    """The run's database on TCP, where a SilentProxy can stand in front of it.
+
+    A server on a Unix socket alone (the embedded one) is reached through a forwarder of
+    its socket: the same server, the same data, the same backends to count.
+    """
+    socket_directory = admin_url.query.get("host")
+    if admin_url.host and not socket_directory:
+        yield admin_url
+        return
+    async with SilentProxy(str(socket_directory), admin_url.port or 5432) as forwarder:
+        yield admin_url.difference_update_query(["host"]).set(host="127.0.0.1", port=forwarder.port)
 
 
 def named_engine(url: URL, name: str, **settings: str) -> AsyncEngine:
