@@ -67,7 +67,7 @@ class ChangeListener:
         failures = 0
         while True:
             connection: Any = None
-            failure: Exception | None = None
+            failure: Exception = ConnectionError("the listening connection ended")
             try:
                 async with asyncio.timeout(self._timeout):
                     connection = await self._connect()
@@ -100,11 +100,10 @@ class ChangeListener:
             await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
             failures += 1
 
-    def _translated(self, error: Exception | None) -> Exception:
+    def _translated(self, error: Exception) -> Exception:
         """The package's error for a failure to listen."""
-        package_error = translate(error, self._where) if error else None
-        package_error = package_error or DatabaseUnavailableError(
-            self._where, f"not listening for changes: {first_line(error or ConnectionError())}"
+        package_error = translate(error, self._where) or DatabaseUnavailableError(
+            self._where, f"not listening for changes: {first_line(error)}"
         )
         package_error.__cause__ = error
         return package_error
