@@ -2,9 +2,12 @@
 
 Four service processes read Zipf-distributed Brand×Groups (20,000 keys, 2% of them missing
 at the start) through `get_or_generate`, with a fake LLM of 1-3 s latency, while a writer
-process commits upserts of existing keys at 20/s, all through `PricingLookup` (cached,
-generation outside any transaction). `--json` prints the numbers as JSON instead of the
-table; `--seconds N` shortens the steady load.
+process commits upserts of existing keys at 20/s. The same load runs twice, on the same
+server: through `PricingLookup` (cached, generation outside any transaction), then through
+the code a service would write without it (the baseline: the repositories, a session per
+request, the LLM called outside any transaction, the row stored with `get_or_create`).
+`--json` prints the numbers as JSON instead of the table; `--seconds N` shortens the
+steady load.
 
 `--failover` runs the `PricingLookup` load instead on a primary and a synchronous standby of
 its own, named together in one multi-host URL: a third of the way in, the primary is
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,8 @@ CACHE_SIZE = 10_000
 # Latencies kept per process and kind for the percentiles (a uniform sample).
 SAMPLE = 50_000
 SEED = 20261202
+# The scenarios: through PricingLookup, and the baseline a service would write without it.
+LOOKUP, BASELINE = "lookup", "repositories"
 
 
 def brand(number: int) -> str:
@@ -128,7 +134,7 @@ def version_of(trends: tuple[str, ...] | list[str]) -> int:
     return int(trends[0][1:]) if trends and trends[0].startswith("v") else 0
 
 
-async def service(url: str, start_at: float, seconds: float, index: int) -> Any:
+async def service(url: str, scenario: str, start_at: float, seconds: float, index: int) -> Any:
     """One service process: TASKS_PER_SERVICE tasks pricing items until the time is up."""
     engine = create_engine(url, pool_timeout=10)
     llm = FakeLLM(SEED + index)
@@ -141,11 +147,30 @@ async def service(url: str, start_at: float, seconds: float, index: int) -> Any:
     lookups = 0
 
     lookup = PricingLookup(engine, cache_size=CACHE_SIZE, generator=llm)
+    sessions = create_session_factory(engine)
 
-    async def price(number: int) -> tuple[str, ...]:
+    async def through_lookup(number: int) -> tuple[str, ...]:
         return (await lookup.get_or_generate(brand(number), "jeans")).expected_trends
 
-    await lookup.start()
+    async def through_repositories(number: int) -> tuple[str, ...]:
+        """The baseline: what a service writes with the repositories alone."""
+        async with sessions() as session:
+            row = await BrandGroupRepository(session).find_by_brand_and_group(
+                brand(number), "jeans"
+            )
+        if row is None:
+            generated = await llm.brand_group(brand(number), "jeans")  # no transaction open
+            async with sessions.begin() as session:
+                row, _ = await BrandGroupRepository(session).get_or_create(
+                    {"brand": brand(number), "group_name": "jeans", **generated}
+                )
+        return tuple(row.expected_trends)
+
+    price: Callable[[int], Awaitable[tuple[str, ...]]] = (
+        through_lookup if scenario == LOOKUP else through_repositories
+    )
+    if scenario == LOOKUP:
+        await lookup.start()
     deadline = start_at + seconds
 
     async def worker(seed: int) -> None:
@@ -262,7 +287,7 @@ async def peak_connections(url: URL, until: asyncio.Event) -> dict[str, int]:
 
 
 async def run_processes(
-    url: URL, seconds: float, failover: Failover | None = None
+    url: URL, seconds: float, failover: Failover | None = None, scenario: str = LOOKUP
 ) -> dict[str, Any]:
     """Start the services and the writer together; gather what each reports."""
     start_at = time.time() + 3.0  # every process connected and ready by then
@@ -271,10 +296,12 @@ async def run_processes(
     with tempfile.TemporaryDirectory(prefix="pricing-store-workload-") as directory:
         outputs = [Path(directory) / f"{n}.json" for n in range(SERVICES + 1)]
         commands = [
-            ["service", url_text, str(start_at), str(seconds), str(n), str(outputs[n])]
+            ["service", url_text, scenario, str(start_at), str(seconds), str(n), str(outputs[n])]
             for n in range(SERVICES)
         ]
-        commands.append(["writer", url_text, str(start_at), str(seconds), "-", str(outputs[-1])])
+        commands.append(
+            ["writer", url_text, scenario, str(start_at), str(seconds), "-", str(outputs[-1])]
+        )
         processes = [
             await asyncio.create_subprocess_exec(sys.executable, __file__, *command)
             for command in commands
@@ -374,8 +401,8 @@ def _ms(seconds: float | None) -> float | None:
 ROWS = [
     ("lookups/s, total", "lookups_per_second_total", "{:,.0f}"),
     ("lookups/s, per process", "lookups_per_second", None),
-    ("p50 latency, hits (ms)", "p50_hit_ms", "{:.3f}"),
-    ("p99 latency, hits (ms)", "p99_hit_ms", "{:.3f}"),
+    ("p50 latency, keys present (ms)", "p50_hit_ms", "{:.3f}"),
+    ("p99 latency, keys present (ms)", "p99_hit_ms", "{:.3f}"),
     ("p50 latency, generated keys (ms)", "p50_generated_ms", "{:,.0f}"),
     ("p99 latency, generated keys (ms)", "p99_generated_ms", "{:,.0f}"),
     ("missing keys requested", "missing_keys_requested", "{}"),
@@ -403,13 +430,42 @@ def cell(value: Any, style: str | None) -> str:
     return style.format(value)
 
 
+# The rows where PricingLookup's number over the baseline's says what it buys.
+COMPARED = (
+    "lookups_per_second_total",
+    "p50_hit_ms",
+    "p99_hit_ms",
+    "p50_generated_ms",
+    "p99_generated_ms",
+    "peak_connections",
+)
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """PricingLookup's number over the baseline's, for the rows where that means something."""
+    lookup, baseline = results["PricingLookup"], results["baseline"]
+    return {
+        field: lookup[field] / baseline[field] if lookup[field] and baseline[field] else None
+        for field in COMPARED
+    }
+
+
 def print_table(results: dict[str, dict[str, Any]]) -> None:
-    """One column per scenario."""
+    """One column per scenario; beside a baseline, the ratio of the two."""
     names = list(results)
-    print(f"{'':<44}" + "".join(f"{name:>28}" for name in names))
+    compared = ratios(results) if "baseline" in results else None
+    print(
+        f"{'':<44}" + "".join(f"{name:>28}" for name in names) + ("     ratio" if compared else "")
+    )
     rows = ROWS + [row for row in FAILOVER_ROWS if all(row[1] in results[n] for n in names)]
     for label, field, style in rows:
-        print(f"{label:<44}" + "".join(f"{cell(results[n][field], style):>28}" for n in names))
+        line = f"{label:<44}" + "".join(f"{cell(results[n][field], style):>28}" for n in names)
+        ratio = compared.get(field) if compared is not None else None
+        if ratio is not None:
+            line += (
+                f"{ratio:>9.2f}x" if ratio >= 0.01 else f"{'1/' + format(1 / ratio, ',.0f'):>10}"
+            )
+        print(line)
     errors = {
         name: result["errors_by_kind"] for name, result in results.items() if result["errors"]
     }
@@ -426,10 +482,13 @@ async def main(arguments: argparse.Namespace) -> None:
     with postgres_server() as server:
         async with throwaway_database(server, prefix="pricing_store_workload") as url:
             version = await migrated(url)
-            await load(url)
-            results = {"PricingLookup": await run_processes(url, arguments.seconds)}
+            results: dict[str, dict[str, Any]] = {}
+            for scenario, name in ((LOOKUP, "PricingLookup"), (BASELINE, "baseline")):
+                await load(url)  # each from the same start
+                results[name] = await run_processes(url, arguments.seconds, scenario=scenario)
+
     if arguments.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "ratio": ratios(results)}, indent=2))
         return
     print(
         f"PostgreSQL {version}, found by {server_source()}, {os.cpu_count()} cores; "
@@ -549,9 +608,9 @@ async def synchronous(url: URL) -> None:
 
 def child(role: str, arguments: list[str]) -> None:
     """Run one service or the writer, writing its report as JSON to the last argument."""
-    url, start_at, seconds, index, output = arguments
+    url, scenario, start_at, seconds, index, output = arguments
     if role == "service":
-        report = asyncio.run(service(url, float(start_at), float(seconds), int(index)))
+        report = asyncio.run(service(url, scenario, float(start_at), float(seconds), int(index)))
     else:
         report = asyncio.run(writer(url, float(start_at), float(seconds)))
     Path(output).write_text(json.dumps(report))
