@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
@@ -162,3 +163,23 @@ async def test_a_primary_that_went_through_crash_recovery_is_cached(
             assert lookup.stats().hits == 49
     finally:
         await engine.dispose()
+
+
+async def test_an_outage_is_logged_once_however_many_reconnections_fail(
+    own_server: OwnServer, own_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover's seconds of refused reconnections make one warning, then one "back"."""
+    caplog.set_level(logging.INFO, logger="pricing_store.lookup.listener")
+    engine = create_engine(own_database)
+    try:
+        async with PricingLookup(engine, cache_size=10, listen_timeout=0.5) as lookup:
+            own_server.stop("immediate")
+            await asyncio.sleep(3 * RECONNECT_DELAYS[-1])  # several attempts, all refused
+            own_server.start()
+            await eventually(lambda: asyncio.sleep(0, lookup.stats().listening), 5.0)
+    finally:
+        await engine.dispose()
+    messages = [record.getMessage() for record in caplog.records]
+    lost = [m for m in messages if "change listener lost" in m]
+    assert len(lost) == 1, messages
+    assert sum("change listener back" in m for m in messages) == 1

@@ -96,7 +96,9 @@ class ChangeListener:
             if not started.done():  # the first attempt: the lookup's start raises its error
                 started.set_exception(self._translated(failure))
                 return
-            logger.warning("pricing_store: change listener lost (%r); cache bypassed", failure)
+            # Once an outage, not once a retry: a failover would repeat it every second.
+            log = logger.warning if failures == 0 else logger.debug
+            log("pricing_store: change listener lost (%r); cache bypassed", failure)
             await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
             failures += 1
 
