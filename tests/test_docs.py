@@ -121,3 +121,9 @@ def test_the_docs_column_tables_are_the_models() -> None:
     assert shown == expected, "docs/services.md's column tables should read:\n" + "\n".join(
         f"<!-- columns: {name} -->\n{table}<!-- end columns -->" for name, table in expected.items()
     )
+
+
+def test_the_tenant_env_py_in_adopting_md_is_the_one_the_example_host_runs() -> None:
+    page = (ROOT / "docs" / "adopting.md").read_text()
+    env_py = (ROOT / "examples" / "host_app" / "migrations" / "env.py").read_text()
+    assert f"```python\n{env_py.rstrip()}\n```" in page

@@ -48,13 +48,31 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | 
     """Alembic's `include_name` hook for a host's autogenerate: False for what the package owns.
 
     Pass it as `context.configure(include_name=pricing_store.ops.include_name)`, or call it
-    from your own filter. Objects of the package (in `public`, or in the default schema when
-    that is `public`) are left out, so autogenerate proposes nothing for them; everything
-    else is compared as usual.
+    from your own filter. Objects of the package (in `public`) are left out, so
+    autogenerate proposes nothing for them; everything else is compared as usual. Alembic
+    names no schema for objects of the pass's default schema: those are the package's only
+    when that schema is `public` (a tenant pass whose `search_path` is the tenant compares
+    the tenant's own `models` table).
     """
     schema = parent_names.get("schema_name")
-    if schema not in (None, SCHEMA):
+    if (schema if schema is not None else default_schema()) != SCHEMA:
         return True
     if parent_names.get("table_name") in OWNED_TABLES:
         return False  # a column, index or constraint of one of the package's tables
     return name not in OWNED_NAMES.get(type_, frozenset())
+
+
+def default_schema() -> str:
+    """The schema Alembic's running comparison calls default (reports with no name).
+
+    Alembic takes it from the connection's dialect, as read when the connection was
+    opened; outside a migration context (or offline), `public`.
+    """
+    from alembic import context
+
+    try:
+        connection = context.get_context().connection
+    except (NameError, AttributeError):  # no env.py is running: nothing to ask
+        return SCHEMA
+    dialect = getattr(connection, "dialect", None)
+    return getattr(dialect, "default_schema_name", None) or SCHEMA

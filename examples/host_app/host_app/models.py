@@ -1,4 +1,4 @@
-"""The host's own models: a shared table in `public`, and a table in every tenant's schema.
+"""The host's own models: a shared table in `public`, and tables in every tenant's schema.
 
 `Product` references pricing_store's `BrandGroup` by its column object: the foreign key
 crosses from the host's MetaData to the package's, and from a tenant's schema to `public`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, MetaData, Numeric, String
+from sqlalchemy import ForeignKey, Index, MetaData, Numeric, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from pricing_store.models import BrandGroup
@@ -47,3 +47,18 @@ class Product(HostBase):
 
     # The class itself, not its name: pricing_store's models live in a registry of their own.
     brand_group: Mapped[BrandGroup] = relationship(BrandGroup, lazy="raise")
+
+
+class CatalogueModel(HostBase):
+    """A tenant's own catalogue of product models, in `user_N.models`.
+
+    Named like pricing_store's `public.models` on purpose, index included: in a tenant
+    pass the host's autogenerate must compare this one and leave the package's alone.
+    """
+
+    __tablename__ = "models"
+    __table_args__ = (Index("idx_models_brand", "brand"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    brand: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))

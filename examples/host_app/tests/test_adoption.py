@@ -19,7 +19,7 @@ from pricing_store.ops import OWNED_FUNCTIONS, OWNED_SEQUENCES, OWNED_TABLES
 from pricing_store.testing.servers import asyncpg_dsn
 from tests.helpers import TENANTS, create_tenants, host_alembic, pricing_store_cli, sql
 
-HOST_HEAD = "20260110_0100_create_products"
+HOST_HEAD = "20260111_0100_tenant_models"
 
 
 async def versions(url: str, table: str) -> list[str]:
@@ -115,6 +115,28 @@ async def test_the_hosts_autogenerate_proposes_nothing_for_the_package(
     assert {"brand_groups", "models"} <= dropped
 
 
+async def test_a_tenant_table_named_like_the_packages_is_compared_in_the_tenants_pass(
+    empty_database: str,
+) -> None:
+    """`user_N.models` and its `idx_models_brand`: the package's names, the host's objects."""
+    host_alembic(empty_database, "upgrade", "head")  # created once: then nothing proposed
+    checked = host_alembic(empty_database, "-x", "tenant=user_1", "check")
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+
+    # Its columns are compared too.
+    await sql(empty_database, "ALTER TABLE user_1.models DROP COLUMN name")
+    drifted = host_alembic(empty_database, "-x", "tenant=user_1", "check", check=False)
+    assert "('add_column', None, 'models', Column('name'" in drifted.stderr
+    assert "add_table" not in drifted.stderr
+
+    # Gone, it is proposed, alone: nothing of the package's `public.models` with it.
+    await sql(empty_database, "DROP TABLE user_1.models")
+    missing = host_alembic(empty_database, "-x", "tenant=user_1", "check", check=False)
+    proposed = missing.stderr.split("New upgrade operations detected")[1]
+    assert "('add_table', Table('models', MetaData()" in proposed
+    assert "schema='public'" not in proposed
+
+
 async def test_pricing_store_check_is_clean_under_a_tenants_search_path(
     empty_database: str,
 ) -> None:
@@ -182,7 +204,7 @@ async def test_every_tenant_pass_leaves_public_as_the_package_put_it(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
         tenant,
     )
-    assert {row[0] for row in tables} == {"alembic_version", "products"}
+    assert {row[0] for row in tables} == {"alembic_version", "products", "models"}
     assert (
         await owned_objects(host_database_url) == OWNED_TABLES | OWNED_FUNCTIONS | OWNED_SEQUENCES
     )
