@@ -28,6 +28,7 @@ from pricing_store.errors import (
 )
 from pricing_store.lookup.connections import DriverPool, result_of
 from pricing_store.lookup.leases import Leases, lease_key
+from pricing_store.lookup.telemetry import generation_span, generator_call
 from pricing_store.models import BrandGroup, Model
 from pricing_store.models.base import KeyedModel
 from pricing_store.repositories.rows import item_values
@@ -171,6 +172,10 @@ class Generations:
                 event.set()
 
     async def _generate(self, kind: Kind, key: GeneratedKey) -> None:
+        with generation_span(kind.table, key):
+            await self._generate_once(kind, key)
+
+    async def _generate_once(self, kind: Kind, key: GeneratedKey) -> None:
         lease = lease_key(kind.table, *key)
         # Another process's generation ends within the timeout, and its lease within the
         # lease time after that: past both, it is stuck or its lease is stranded.
@@ -202,7 +207,7 @@ class Generations:
         self.calls += 1
         self.running += 1
         try:
-            async with asyncio.timeout(self._timeout) as scope:
+            async with generator_call(kind.table), asyncio.timeout(self._timeout) as scope:
                 return await method(*key)
         except TimeoutError as error:
             self.failed += 1

@@ -58,6 +58,7 @@ from pricing_store.lookup.reference import (
     reference_from_row,
 )
 from pricing_store.lookup.stats import LookupStats
+from pricing_store.lookup.telemetry import telemetry
 from pricing_store.validation import positive_seconds, whole_number
 
 DEFAULT_POOL_SIZE = 10
@@ -206,6 +207,9 @@ class PricingLookup:
         self._starting: asyncio.Task[None] | None = None
         self._listening: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._telemetry = telemetry()  # None without OpenTelemetry
+        if self._telemetry is not None:
+            self._telemetry.register(self, caching=self._cache is not None)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -303,6 +307,8 @@ class PricingLookup:
         self._canonical.clear()
         self._parse_list.cache_clear()
         self.state = State.CLOSED
+        if self._telemetry is not None:
+            self._telemetry.retire(self)
 
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.

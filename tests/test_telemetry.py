@@ -1,0 +1,160 @@
+"""OpenTelemetry: a real Prometheus scrape of a lookup's metrics, and its generation spans.
+
+The SDK, its Prometheus exporter and an in-memory span exporter are installed once for the
+run (OpenTelemetry's global providers can be set only once), as an application would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pricing_store import GenerationTimeoutError, PricingLookup
+from tests.helpers import ROOT
+from tests.provision import free_port
+from tests.test_generation import FakeLLM
+
+SPANS = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def scrape_url() -> Iterator[str]:
+    """`/metrics` of a Prometheus endpoint serving the SDK's metrics, as a service wires it."""
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1")
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+    trace.set_tracer_provider(tracer_provider)
+    yield f"http://127.0.0.1:{port}/metrics"
+    server.shutdown()
+    thread.join()
+
+
+async def scraped(url: str) -> dict[str, float]:
+    """Each sample of the page, by its name and labels as Prometheus prints them."""
+    page = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    samples = {}
+    for line in page.decode().splitlines():
+        match = re.fullmatch(r"(pricing_store_\S+?)(\{[^}]*\})? (\S+)", line)
+        if match:
+            name, labels, value = match.groups()
+            samples[name + (labels or "")] = float(value)
+    return samples
+
+
+def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return sample(after, name) - sample(before, name)
+
+
+def sample(samples: dict[str, float], prefix: str, **labels: str) -> float:
+    """The sample whose name is `prefix` and whose labels include these; 0 if none."""
+    for name, value in samples.items():
+        if name.split("{")[0] == prefix and all(f'{k}="{v}"' in name for k, v in labels.items()):
+            return value
+    return 0.0
+
+
+@pytest.mark.usefixtures("session_factory")
+async def test_a_prometheus_scrape_shows_what_stats_says(
+    scrape_url: str, engine: AsyncEngine
+) -> None:
+    before = await scraped(scrape_url)
+    llm = FakeLLM()
+    async with PricingLookup(engine, cache_size=100, generator=llm) as lookup:
+        await lookup.get_or_generate("Scraped", "jeans")  # a miss, a generation, a read
+        for _ in range(5):
+            await lookup.get("Scraped", "jeans")
+        await lookup.get("Nobody", "jeans")
+        llm.failure = RuntimeError("the LLM is down")
+        with pytest.raises(RuntimeError):
+            await lookup.get_or_generate("Failing", "jeans")
+        stats = lookup.stats()
+        after = await scraped(scrape_url)
+        assert sample(after, "pricing_store_listener_up") == 1.0
+        assert sample(after, "pricing_store_cache_entries") == stats.entries
+    assert stats.hits >= 5
+    for name, expected in (
+        ("pricing_store_cache_hits_total", stats.hits),
+        ("pricing_store_cache_misses_total", stats.misses),
+        ("pricing_store_notifications_total", stats.notifications),
+        ("pricing_store_lease_lost_total", stats.leases_lost),
+    ):
+        assert delta(before, after, name) == expected, name
+    for outcome, expected in (("ok", 1), ("error", 1), ("timeout", 0)):
+        name = "pricing_store_generation_calls_total"
+        counted = sample(after, name, outcome=outcome) - sample(before, name, outcome=outcome)
+        assert counted == expected, outcome
+    assert stats.generations_run == 2
+    assert stats.generations_failed == 1
+    durations = "pricing_store_generation_duration_seconds_count"
+    assert sample(after, durations, outcome="ok") - sample(before, durations, outcome="ok") == 1
+    evicted = sum(
+        sample(after, "pricing_store_cache_evictions_total", cause=cause)
+        - sample(before, "pricing_store_cache_evictions_total", cause=cause)
+        for cause in stats.evictions
+    )
+    assert evicted == sum(stats.evictions.values())
+
+    # Closed, its counts stay: counters never go back.
+    later = await scraped(scrape_url)
+    assert delta(before, later, "pricing_store_cache_hits_total") == stats.hits
+
+
+@pytest.mark.usefixtures("session_factory")
+async def test_each_generation_is_a_span_with_the_generator_call_as_its_child(
+    scrape_url: str, engine: AsyncEngine
+) -> None:
+    SPANS.clear()
+    llm = FakeLLM(seconds=0.05)
+    async with PricingLookup(engine, generator=llm, generation_timeout=0.5) as lookup:
+        await lookup.get_or_generate("Traced", "jeans", "501")
+        llm.seconds = 2.0
+        with pytest.raises(GenerationTimeoutError):
+            await lookup.get_or_generate("Slow", "jeans")
+    spans = {
+        (span.name, tuple(span.attributes.get("pricing_store.key", ()))): span  # type: ignore[union-attr]
+        for span in SPANS.get_finished_spans()
+    }
+    generate = spans[("pricing_store.generate", ("Traced", "jeans"))]
+    model = spans[("pricing_store.generate", ("Traced", "jeans", "501"))]
+    assert generate.attributes["pricing_store.table"] == "brand_groups"  # type: ignore[index]
+    assert model.attributes["pricing_store.table"] == "models"  # type: ignore[index]
+    children = [s for s in SPANS.get_finished_spans() if s.name == "pricing_store.generator"]
+    assert {child.parent.span_id for child in children if child.parent} >= {  # type: ignore[union-attr]
+        generate.context.span_id,  # type: ignore[union-attr]
+        model.context.span_id,  # type: ignore[union-attr]
+    }
+    slow = spans[("pricing_store.generate", ("Slow", "jeans"))]
+    assert slow.status.status_code is StatusCode.ERROR
+    assert any(event.name == "exception" for event in slow.events)
+
+
+def test_without_opentelemetry_nothing_changes_and_nothing_is_imported() -> None:
+    """The package works, and reports nothing, where the extra is not installed."""
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from pricing_store.lookup import telemetry\n"
+        "assert telemetry.telemetry() is None\n"
+        "with telemetry.generation_span('brand_groups', ('a', 'b')): pass\n"
+        "print(sorted(name for name in sys.modules if name.startswith('opentelemetry')))\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == "['opentelemetry']"  # only the blocked name itself
