@@ -14,6 +14,11 @@ def in_checkout() -> bool:
     return all((CHECKOUT / name).is_file() for name in names)
 
 
+def working_in_checkout() -> bool:
+    """Whether the command runs in the checkout itself, where its `make` targets work."""
+    return in_checkout() and Path.cwd().resolve() == CHECKOUT
+
+
 def migrate_command() -> str:
-    """The command that migrates where the user is: `make migrate` only in a checkout."""
-    return "make migrate" if in_checkout() else "pricing-store migrate"
+    """The command that migrates where the user is: `make migrate` only in the checkout."""
+    return "make migrate" if working_in_checkout() else "pricing-store migrate"

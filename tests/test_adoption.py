@@ -284,6 +284,9 @@ async def test_the_hint_names_the_command_that_works_outside_a_checkout(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     assert 'run "make migrate"' in str(SchemaNotMigratedError("x"))
+    monkeypatch.chdir(tmp_path)  # the same editable install, used from elsewhere
+    assert 'run "pricing-store migrate"' in str(SchemaNotMigratedError("x"))
+    monkeypatch.chdir(pricing_store.checkout.CHECKOUT)
     monkeypatch.setattr(pricing_store.checkout, "CHECKOUT", tmp_path)  # as from a wheel
     assert 'run "pricing-store migrate"' in str(SchemaNotMigratedError("x"))
 

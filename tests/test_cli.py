@@ -29,11 +29,12 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def run_cli(
-    url: URL | str, *arguments: str, stdin: str | None = None
+    url: URL | str, *arguments: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     text_url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     return subprocess.run(
         [str(SCRIPT), *arguments],
+        cwd=cwd,
         env={**os.environ, "DATABASE_URL": text_url},
         input=stdin,
         capture_output=True,
@@ -384,6 +385,7 @@ def test_downgrading_a_database_url_asks_first(empty_database: URL) -> None:
 
     assert refused.returncode == 2
     assert "refusing to downgrade" in refused.stderr
+    assert "(make downgrade confirm=yes)" in refused.stderr  # run in the checkout
     assert "brand_groups" in tables_left
     assert confirmed.returncode == 0, confirmed.stderr
     assert "brand_groups" not in asyncio.run(tables(empty_database))
@@ -497,3 +499,38 @@ async def test_csv_for_spreadsheets_carries_no_formulas_and_reads_back_exactly(
     async with session_factory() as reader:
         stored = (await reader.scalars(text("SELECT brand FROM public.brand_groups"))).all()
     assert sorted(stored) == sorted(brands)
+
+
+def test_hints_name_make_only_in_the_checkout(empty_database: URL, tmp_path: Path) -> None:
+    """The same editable install, used from another directory: no `make` there."""
+    refused = run_cli(empty_database, "downgrade", "--to", "base", cwd=tmp_path)
+    not_migrated = run_cli(empty_database, "stats", cwd=tmp_path)
+
+    assert refused.returncode == 2
+    assert "make" not in refused.stderr
+    assert not_migrated.stderr.splitlines() == [
+        'error: relation "public.brand_groups" does not exist: '
+        'the database is not migrated (run "pricing-store migrate")'
+    ]
+
+
+def test_migrate_sql_from_a_databases_recorded_revision(
+    empty_database: URL, run_alembic: Callable[..., None]
+) -> None:
+    run_alembic(empty_database, "upgrade", NOTIFICATIONS)
+    url = empty_database.render_as_string(hide_password=False)
+
+    behind = run_cli(empty_database, "migrate-sql", "--database-url", url)
+    everything = run_cli(empty_database, "migrate-sql")  # DATABASE_URL set, and not read
+
+    assert behind.returncode == 0, behind.stderr
+    assert f"Running upgrade {NOTIFICATIONS} -> " in behind.stdout
+    assert "-- Running upgrade  -> " not in behind.stdout  # not from the start
+    assert f"version_num='{HEAD}'" in behind.stdout
+    assert "-- Running upgrade  -> " in everything.stdout
+
+    run_alembic(empty_database, "upgrade", "head")
+    at_head = run_cli(empty_database, "migrate-sql", "--database-url", url)
+    assert at_head.returncode == 0
+    assert at_head.stdout == ""
+    assert at_head.stderr.strip() == f"the database is at head ({HEAD}): no SQL to run"

@@ -71,7 +71,10 @@ DatabaseUrl = Annotated[
         "--database-url",
         envvar="DATABASE_URL",
         show_envvar=True,
-        help="PostgreSQL URL; default DATABASE_URL, then the local development database.",
+        help=(
+            "PostgreSQL URL; default DATABASE_URL, then (run from the project's checkout "
+            "only) its local development database."
+        ),
     ),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
@@ -315,9 +318,12 @@ def downgrade(
 
     async def action() -> int:
         if database_url and not yes:
+            from pricing_store.checkout import working_in_checkout
+
+            make = " (make downgrade confirm=yes)" if working_in_checkout() else ""
             warn(
                 "refusing to downgrade a DATABASE_URL: it may drop tables with their data; "
-                "pass --yes (make downgrade confirm=yes) if you mean it"
+                f"pass --yes{make} if you mean it"
             )
             return 2
         from alembic import command
@@ -330,9 +336,24 @@ def downgrade(
     run(action, debug)
 
 
+SinceDatabase = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help=(
+            "Read the revision this database has recorded and print only the SQL from it to "
+            "head (reads, changes nothing). DATABASE_URL is not read: without this option "
+            "nothing is connected to."
+        ),
+    ),
+]
+
+
 @app.command("migrate-sql")
-def migrate_sql(debug: Debug = False) -> None:
+def migrate_sql(database_url: SinceDatabase = None, debug: Debug = False) -> None:
     """Print the SQL of every migration without connecting (alembic upgrade head --sql).
+
+    With --database-url, only what that database still needs, from its recorded revision.
 
     Example: pricing-store migrate-sql > schema.sql
     """
@@ -341,11 +362,31 @@ def migrate_sql(debug: Debug = False) -> None:
         from alembic import command
 
         from pricing_store.ops import alembic_config
+        from pricing_store.ops.migrating import head_revisions
 
-        await asyncio.to_thread(command.upgrade, alembic_config(None), "head", sql=True)
+        since = await recorded_revision(database_url) if database_url else None
+        if since is not None and since in head_revisions():
+            warn(f"the database is at head ({since}): no SQL to run")
+            return 0
+        target = f"{since}:head" if since else "head"
+        await asyncio.to_thread(command.upgrade, alembic_config(None), target, sql=True)
         return 0
 
     run(action, debug)
+
+
+async def recorded_revision(url: str) -> str | None:
+    """The package's revision recorded in the database; None before any."""
+    from pricing_store.db import create_engine
+    from pricing_store.ops.migrating import applied_revisions
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            recorded = await connection.run_sync(applied_revisions)
+    finally:
+        await engine.dispose()
+    return max(recorded) if recorded else None  # one chain: one revision recorded
 
 
 def run(action: Callable[[], Coroutine[Any, Any, int]], debug: bool) -> None:

@@ -115,10 +115,14 @@ CREATE_VERSION_TABLE = (
     f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
 )
 # Foreign keys of other tables (a host's) that point at one of the package's tables.
+# Each owner schema-qualified whatever the search_path (regclass::text would drop it).
 REFERENCING_SQL = """
-    SELECT conname, conrelid::regclass::text FROM pg_constraint
+    SELECT conname, format('%I.%I', owner_schema.nspname, owner.relname) AS owner_name
+    FROM pg_constraint
+    JOIN pg_class AS owner ON owner.oid = conrelid
+    JOIN pg_namespace AS owner_schema ON owner_schema.oid = owner.relnamespace
     WHERE contype = 'f' AND confrelid = to_regclass(:table) AND conrelid <> confrelid
-    ORDER BY conname
+    ORDER BY conname, owner_name
 """
 
 

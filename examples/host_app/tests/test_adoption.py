@@ -172,13 +172,18 @@ async def test_removal_in_the_right_order(empty_database: str) -> None:
         "SELECT '501', id, 0.9 FROM public.brand_groups",
     )
 
-    refused = pricing_store_cli(empty_database, "downgrade", "--to", "base", "--yes", check=False)
-    assert refused.returncode == 1
-    assert refused.stderr.splitlines() == [
-        "error: not removed: public.brand_groups is referenced by products_brand_group_id_fkey "
-        "on user_1.products, products_brand_group_id_fkey on user_2.products; drop those "
-        "foreign keys first (nothing was changed)"
-    ]
+    name = make_url(empty_database).database
+    for search_path in ("public", "user_1, public"):  # a tenant's role names the same
+        await sql(empty_database, f'ALTER DATABASE "{name}" SET search_path = {search_path}')
+        refused = pricing_store_cli(
+            empty_database, "downgrade", "--to", "base", "--yes", check=False
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.splitlines() == [
+            "error: not removed: public.brand_groups is referenced by "
+            "products_brand_group_id_fkey on user_1.products, products_brand_group_id_fkey "
+            "on user_2.products; drop those foreign keys first (nothing was changed)"
+        ]
     assert await sql(empty_database, "SELECT count(*) FROM public.brand_groups") == [(1,)]
     assert await versions(empty_database, "public.pricing_store_alembic_version") == (
         await package_head(empty_database)
