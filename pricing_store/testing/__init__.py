@@ -15,6 +15,12 @@ in the top-level conftest.py (it is never loaded unasked). Needs the `testing` e
 - `pricing_store_session`: a session in a transaction that is rolled back after the test;
   its own commits become savepoints (SQLAlchemy's "Joining a Session into an External
   Transaction" recipe), so tests never see each other's rows.
+- `pricing_store_empty_tables`: after the test, deletes every row of the package's tables.
+  Rows that `PricingLookup.get_or_generate` stores are committed on the lookup's own
+  connections, which no session's rollback reaches: a test that generates uses it.
+- `alembic_config_for(url, ini)`: an Alembic `Config` for your own migrations on the
+  plugin's database (its URL may hold `%`, which Alembic's settings would take for
+  interpolation).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pricing_store.db import create_engine, database_url
@@ -38,8 +45,10 @@ from pricing_store.testing.servers import (
 )
 
 __all__ = [
+    "alembic_config_for",
     "joined_session",
     "pricing_store_database_url",
+    "pricing_store_empty_tables",
     "pricing_store_engine",
     "pricing_store_server_url",
     "pricing_store_session",
@@ -106,3 +115,35 @@ async def joined_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         ) as session:
             yield session
         await transaction.rollback()
+
+
+# The package's tables, in an order that deletes no row another still references.
+PACKAGE_TABLES = ("public.models", "public.brand_groups", "public.pricing_store_generation_leases")
+
+
+@pytest_asyncio.fixture
+async def pricing_store_empty_tables(pricing_store_database_url: str) -> AsyncIterator[None]:
+    """After the test, no row in the package's tables, whoever committed it.
+
+    Delete your own rows that reference them (a foreign key to `brand_groups`) in the test;
+    one left behind makes this fixture fail, naming its constraint.
+    """
+    yield
+    engine = create_engine(pricing_store_database_url)
+    try:
+        async with engine.begin() as connection:
+            for table in PACKAGE_TABLES:
+                await connection.exec_driver_sql(f"DELETE FROM {table}")
+    finally:
+        await engine.dispose()
+
+
+def alembic_config_for(url: str, ini: str | os.PathLike[str] = "alembic.ini") -> Config:
+    """Your Alembic configuration, pointed at `url` (`sqlalchemy.url`), `%` escaped.
+
+    For your migrations on top of the plugin's database:
+    `command.upgrade(alembic_config_for(pricing_store_database_url), "head")`.
+    """
+    config = Config(str(ini))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from alembic import command
 from sqlalchemy.engine import make_url
 
-from tests.helpers import TENANTS, create_tenants, host_alembic
+from tests.helpers import HOST, TENANTS, create_tenants
 
 # The package's plugin: a server, and a database with the package's schema at head.
 pytest_plugins = ["pricing_store.testing"]
@@ -16,9 +17,15 @@ pytest_plugins = ["pricing_store.testing"]
 
 @pytest.fixture(scope="session")
 def host_database_url(pricing_store_database_url: str) -> str:
-    """The plugin's database (the package at head), with the host's tenants and migrations."""
+    """The plugin's database (the package at head), with the host's tenants and migrations.
+
+    The host's own migrations run in-process, on the plugin's URL as it is (an embedded
+    server's holds `%2F`, which `alembic_config_for` escapes for Alembic's settings).
+    """
+    from pricing_store.testing import alembic_config_for  # once pytest has loaded the plugin
+
     asyncio.run(create_tenants(pricing_store_database_url, *TENANTS))
-    host_alembic(pricing_store_database_url, "upgrade", "head")
+    command.upgrade(alembic_config_for(pricing_store_database_url, HOST / "alembic.ini"), "head")
     return pricing_store_database_url
 
 

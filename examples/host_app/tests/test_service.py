@@ -70,6 +70,7 @@ def test_the_string_form_of_the_foreign_key_needs_the_table_in_your_metadata() -
     assert foreign_key.column.table.fullname == "public.brand_groups"
 
 
+@pytest.mark.usefixtures("pricing_store_empty_tables")  # the lookup commits what it generates
 async def test_the_service_lifespan_prices_a_tenants_product(host_database_url: str) -> None:
     url = host_database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     writer = create_async_engine(url)
@@ -95,6 +96,5 @@ async def test_the_service_lifespan_prices_a_tenants_product(host_database_url: 
         assert llm.calls == 1  # only the model was missing, and only once
     finally:
         async with writer.begin() as connection:
-            await connection.execute(text("DELETE FROM user_2.products"))
-            await connection.execute(text("TRUNCATE public.brand_groups, public.models CASCADE"))
+            await connection.execute(text("DELETE FROM user_2.products"))  # ours, then theirs
         await writer.dispose()
