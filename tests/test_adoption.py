@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +32,7 @@ from pricing_store.ops import (
     include_name,
     upgrade,
 )
-from pricing_store.ops.migrating import head_revisions
+from pricing_store.ops.migrating import MIGRATION_LOCK, head_revisions
 from tests.helpers import execute, fetch, tables_in
 from tests.provision import asyncpg_dsn, url_text
 
@@ -156,6 +157,31 @@ async def test_upgrade_in_a_hosts_transaction_commits_nothing_and_keeps_its_sett
         await engine.dispose()
 
     assert await tables_in(empty_database, "public") == set()  # the caller rolled it back
+
+
+async def test_a_hosts_own_lock_timeout_while_another_migrator_runs_reads_plainly(
+    empty_database: URL,
+) -> None:
+    other = await asyncpg.connect(asyncpg_dsn(empty_database))  # another host migrating
+    engine = create_engine(empty_database, poolclass=NullPool)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            async with engine.connect() as connection:
+                await connection.execute(text("SET LOCAL lock_timeout = '200ms'"))  # the host's
+                with pytest.raises(CommandError) as stopped:
+                    await connection.run_sync(upgrade)
+                await connection.rollback()
+    finally:
+        await engine.dispose()
+        await other.close()
+
+    assert str(stopped.value) == (
+        "migration stopped: another migrator of pricing_store's tables was still running when "
+        "this transaction's own lock_timeout ran out; nothing was changed. Retry once it is "
+        "done, or run the migration with a longer lock_timeout"
+    )
+    assert await tables_in(empty_database, "public") == set()
 
 
 async def test_upgrade_at_head_takes_no_lock(empty_database: URL) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from alembic import command, context as alembic_context, op as alembic_op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
@@ -46,9 +47,26 @@ def timeouts() -> tuple[str, str]:
 
 
 def serialise_and_bound(connection: Connection) -> None:
-    """Inside the migration's transaction: wait for other migrators, then set timeouts."""
+    """Inside the migration's transaction: wait for other migrators, then set timeouts.
+
+    Raises:
+        alembic.util.CommandError: if the caller's own lock or statement timeout (a host's
+            env.py may set one) stopped the wait for another migrator.
+    """
     # Taken before the timeouts are set: waiting for another migrator is expected.
-    connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
+    try:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
+    except DBAPIError as error:
+        setting = {LOCK_NOT_AVAILABLE: "lock_timeout", QUERY_CANCELED: "statement_timeout"}.get(
+            getattr(error.orig, "sqlstate", None)
+        )
+        if setting is None:
+            raise
+        raise CommandError(
+            f"migration stopped: another migrator of pricing_store's tables was still running "
+            f"when this transaction's own {setting} ran out; nothing was changed. Retry once it "
+            f"is done, or run the migration with a longer {setting}"
+        ) from error
     lock_timeout, statement_timeout = timeouts()
     connection.execute(
         text(
