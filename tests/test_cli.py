@@ -72,6 +72,9 @@ def test_importing_the_samples_then_looking_up_and_summarising(cli: Cli) -> None
     assert reference["base_price"] == 25
     assert reference["expected_features"][0] == "selvedge"
     assert "Levi's / jeans / Big E" in cli("lookup", "Levi's", "jeans", "Big E").stdout
+    missing = cli("lookup", "Levi's", "ponchos")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == 'no Brand×Group "Levi\'s" / "ponchos"'
     again = cli("import", str(SAMPLES / "models_sample.jsonl"))
     assert again.stdout.startswith("models: 0 inserted, 0 updated, 34 unchanged")
 

@@ -196,7 +196,8 @@ def lookup(
         async with engine_for(database_url) as engine, PricingLookup(engine) as lookups:
             reference = await lookups.get(brand, group, model)
         if reference is None:
-            warn(f"no Brand×Group {brand!r} / {group!r}")
+            named = " / ".join(json.dumps(part, ensure_ascii=False) for part in (brand, group))
+            warn(f"no Brand×Group {named}")  # one kind of quotes, whatever the key holds
             return 1
         fields = dataclasses.asdict(reference)
         if as_json:
