@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WITH_DATABASE = DATABASE_URL="$${DATABASE_URL:-$$($(BIN)/python -m pricing_store.ops.devdb)}"
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format bench workload demo migrate downgrade migrate-sql revision roles devdb-stop
+.PHONY: help install test lint format bench workload chaos demo migrate downgrade migrate-sql revision roles devdb-stop
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ bench: ## Measure against raw asyncpg on the same server (ratios; docs/developme
 
 workload: ## The production shape: 4 services, LLM generation on demand, a writer (WORKLOAD_ARGS=--json)
 	$(BIN)/python bench/workload.py $(WORKLOAD_ARGS)
+
+chaos: ## Faults on a pg_auto_failover formation, the history checked (seed=N seconds=M history=FILE)
+	$(BIN)/python bench/chaos.py $(if $(seed),--seed $(seed)) $(if $(seconds),--seconds $(seconds)) $(if $(history),--history $(history))
 
 format: ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -264,7 +264,11 @@ class SilentProxy(Proxy):
 
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         await self._flowing.wait()
-        server, to_server = await self._open_target()
+        try:
+            server, to_server = await self._open_target()
+        except OSError:  # the target is down: so is the connection, as it would be direct
+            to_client.close()
+            return
         for source, sink in ((client, to_server), (server, to_client)):
             self._run(self._pump(source, sink))
 
