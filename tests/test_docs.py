@@ -127,3 +127,49 @@ def test_the_tenant_env_py_in_adopting_md_is_the_one_the_example_host_runs() -> 
     page = (ROOT / "docs" / "adopting.md").read_text()
     env_py = (ROOT / "examples" / "host_app" / "migrations" / "env.py").read_text()
     assert f"```python\n{env_py.rstrip()}\n```" in page
+
+
+def test_the_connection_counts_in_scaling_md_follow_from_the_code() -> None:
+    """The peak counts a replica may open, as the table's rows add them up."""
+    from pricing_store.lookup.pricing_lookup import GENERATION_POOL_SIZE, LEASE_POOL_SIZE
+
+    engine = 5 + 10  # SQLAlchemy's QueuePool: pool_size 5, max_overflow 10
+    lookup = 5  # the engine's pool size, by default
+    listening = 1
+    cached = engine + lookup + listening
+    generating = cached + LEASE_POOL_SIZE
+    on_standby = generating + GENERATION_POOL_SIZE
+    on_primary = listening + LEASE_POOL_SIZE + GENERATION_POOL_SIZE
+    page = (ROOT / "docs" / "scaling.md").read_text()
+    assert (
+        f"about {cached} connections at peak ({generating} with\na generator, {on_standby} "
+        f"reading a standby through `listen_to`, {on_primary} of them on the primary)"
+    ) in page
+    assert f"up to {LEASE_POOL_SIZE} more, and up to {LEASE_POOL_SIZE + 1} more with" in page
+
+
+def test_the_defaults_the_readme_names_are_the_codes() -> None:
+    from pricing_store.lookup.leases import DEFAULT_LEASE_SECONDS
+    from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT
+    from pricing_store.lookup.pricing_lookup import DEFAULT_CLOSE_TIMEOUT
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"`listen_timeout`, {DEFAULT_LISTEN_TIMEOUT:g} s" in readme
+    assert f"`close_timeout` ({DEFAULT_CLOSE_TIMEOUT:g} s)" in readme
+    assert f"(`lease_seconds`, {DEFAULT_LEASE_SECONDS:g} s)" in readme
+
+
+def test_the_metrics_production_md_lists_are_the_ones_reported() -> None:
+    not_instruments = {  # spans and attributes
+        "pricing_store.generate",
+        "pricing_store.generator",
+        "pricing_store.table",
+        "pricing_store.key",
+    }
+    source = (ROOT / "pricing_store" / "lookup" / "telemetry.py").read_text()
+    reported = set(re.findall(r'"(pricing_store\.[a-z_.]+)"', source)) - not_instruments
+    page = (ROOT / "docs" / "production.md").read_text()
+    table = page.split("| instrument | kind | what |")[1].split("\n\n")[0]
+    listed = set(re.findall(r"`(pricing_store\.[a-z_.]+)`", table)) - not_instruments
+    assert listed == reported
+    assert len(reported) == 9
