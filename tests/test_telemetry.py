@@ -10,6 +10,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 
@@ -168,3 +169,66 @@ def key_of(span: ReadableSpan) -> tuple[str, ...]:
     key = (span.attributes or {}).get("pricing_store.key")
     assert isinstance(key, tuple | list)
     return tuple(str(part) for part in key)
+
+
+@pytest.mark.usefixtures("session_factory")
+async def test_scrapes_from_another_thread_during_hits_lose_and_double_nothing(
+    scrape_url: str, engine: AsyncEngine
+) -> None:
+    """The exporter's thread reads the counters through the lookup's loop, never beside it."""
+    before = await scraped(scrape_url)
+    seen: list[float] = []
+    done = threading.Event()
+
+    def scrape_until_done() -> None:
+        while not done.is_set():
+            page = asyncio.run(scraped(scrape_url))
+            seen.append(sample(page, "pricing_store_cache_hits_total"))
+
+    switching = sys.getswitchinterval()
+    async with PricingLookup(engine, cache_size=10) as lookup:
+        await lookup.get("Nobody", "jeans")  # cached as unknown: every later get is a hit
+        scraper = threading.Thread(target=scrape_until_done)
+        scraper.start()
+        sys.setswitchinterval(1e-6)  # threads switch often: a race would show
+        try:
+            for _round in range(200):
+                for _ in range(1_000):
+                    await lookup.get("Nobody", "jeans")
+                await asyncio.sleep(0.001)  # the loop answers the scraper's reads here
+        finally:
+            sys.setswitchinterval(switching)
+            done.set()
+            await asyncio.to_thread(scraper.join)
+        assert lookup.stats().hits == 200_000
+    after = await scraped(scrape_url)
+    assert len(seen) > 5
+    assert seen == sorted(seen)  # never back
+    assert delta(before, after, "pricing_store_cache_hits_total") == 200_000
+
+
+async def test_counters_are_read_on_the_lookups_own_loop_whatever_thread_collects(
+    scrape_url: str,
+) -> None:
+    """stats() reorders and tallies the cache: only the lookup's loop may run it."""
+    from pricing_store.lookup.stats import LookupStats
+    from pricing_store.lookup.telemetry import telemetry
+
+    class Lookup:
+        def __init__(self) -> None:
+            self.threads: set[int] = set()
+
+        def stats(self) -> LookupStats:
+            self.threads.add(threading.get_ident())
+            return LookupStats(7, 1, 1, {"key": 2}, 3, True, 0, 0, 0)
+
+    instruments = telemetry()
+    assert instruments is not None
+    lookup = Lookup()
+    instruments.register(lookup, caching=True)
+    try:
+        page = await scraped(scrape_url)  # Prometheus' thread collects
+    finally:
+        instruments.retire(lookup)
+    assert lookup.threads == {threading.get_ident()}  # this loop's thread, and no other
+    assert sample(page, "pricing_store_cache_hits_total") >= 7

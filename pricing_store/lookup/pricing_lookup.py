@@ -208,8 +208,6 @@ class PricingLookup:
         self._listening: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._telemetry = telemetry()  # None without OpenTelemetry
-        if self._telemetry is not None:
-            self._telemetry.register(self, caching=self._cache is not None)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -267,6 +265,8 @@ class PricingLookup:
                 self.state, self._starting, self._listening = State.NEW, None, None
             raise
         self.state = State.OPEN
+        if self._telemetry is not None:
+            self._telemetry.register(self, caching=self._cache is not None)
 
     async def close(self) -> None:
         """Stop listening and close every connection this lookup opened; final.
@@ -281,6 +281,14 @@ class PricingLookup:
 
     async def _close(self) -> None:
         self.state = State.CLOSING
+        try:
+            await self._close_all()
+        finally:
+            self.state = State.CLOSED
+            if self._telemetry is not None:
+                self._telemetry.retire(self)
+
+    async def _close_all(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._close_timeout
         background = [task for task in (self._starting, self._listening) if task is not None]
@@ -306,9 +314,6 @@ class PricingLookup:
         )
         self._canonical.clear()
         self._parse_list.cache_clear()
-        self.state = State.CLOSED
-        if self._telemetry is not None:
-            self._telemetry.retire(self)
 
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.

@@ -10,10 +10,13 @@ it every function is a no-op.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,20 +34,41 @@ class Observed(Protocol):
         ...
 
 
-class Telemetry:
-    """The package's instruments, made once per process, reading every live lookup.
+# Counters summed over lookups, by the LookupStats field each reads.
+COUNTED = ("hits", "misses", "notifications", "leases_lost")
+# How long a collection waits for a lookup's own event loop to read its counters.
+READ_TIMEOUT = 1.0
+# Durations of generator calls (LLM calls: a fraction of a second to minutes).
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-    Counts of a lookup that closed are kept (`retire`), so that the counters only grow.
+
+class Watched:
+    """A registered lookup: whether it caches, its event loop, its last counters read."""
+
+    def __init__(self, lookup: Observed, caching: bool, loop: asyncio.AbstractEventLoop) -> None:
+        self.ref = weakref.ref(lookup)
+        self.caching = caching
+        self.loop = loop
+        self.last: LookupStats | None = None
+
+
+class Telemetry:
+    """The package's instruments, made once per process, reading every open lookup.
+
+    A collection may run on any thread (a Prometheus exporter's, say), while a lookup's
+    counters belong to its event loop: they are read there (`call_soon_threadsafe`), or
+    the last reading is used if the loop does not answer within READ_TIMEOUT. Counts of a
+    lookup that closed, or was dropped unclosed, are kept, and each counter reports the
+    most it ever reported: counters never go back.
     """
 
     def __init__(self) -> None:
         from opentelemetry import metrics, trace
 
-        # Each live lookup, and whether it caches (only those have a listener).
-        self._lookups: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-        self._retired: dict[str, float] = {}
-        self._retired_evictions: dict[str, int] = {}
-        self._lock = threading.Lock()  # collection may run on the exporter's thread
+        self._watched: dict[int, Watched] = {}
+        self._retired: Counter[str] = Counter()  # "hits", ..., "evictions:<cause>"
+        self._highest: dict[str, float] = {}
+        self._lock = threading.Lock()
         meter = metrics.get_meter(NAME)
         self.tracer = trace.get_tracer(NAME)
         self._observation = metrics.Observation
@@ -56,7 +80,7 @@ class Telemetry:
         }
         for name, (field, description) in counters.items():
             meter.create_observable_counter(
-                name, [self._reader(field)], unit="1", description=description
+                name, [self._counter(field)], unit="1", description=description
             )
         meter.create_observable_counter(
             "pricing_store.cache.evictions",
@@ -64,66 +88,120 @@ class Telemetry:
             unit="1",
             description="Cache entries dropped, by cause",
         )
-        meter.create_observable_gauge(
-            "pricing_store.cache.entries", [self._reader("entries", retired=False)], unit="1"
-        )
+        meter.create_observable_gauge("pricing_store.cache.entries", [self._entries], unit="1")
         meter.create_observable_gauge(
             "pricing_store.listener.up",
             [self._listening],
             unit="1",
-            description="1 while every caching lookup listens for changes",
+            description="1 while every open caching lookup listens for changes",
         )
         self.calls = meter.create_counter(
             "pricing_store.generation.calls",
             unit="1",
-            description="Generator calls, by outcome (ok, error, timeout)",
+            description="Generator calls, by outcome (ok, error, timeout, cancelled)",
         )
         self.duration = meter.create_histogram(
-            "pricing_store.generation.duration", unit="s", description="Generator calls' time"
+            "pricing_store.generation.duration",
+            unit="s",
+            description="Generator calls' time",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
 
     def register(self, lookup: Observed, *, caching: bool) -> None:
-        """Report this lookup's counters from now on."""
+        """Report this open lookup's counters from now on; called on its event loop."""
+        watched = Watched(lookup, caching, asyncio.get_running_loop())
         with self._lock:
-            self._lookups[lookup] = caching
+            self._watched[id(lookup)] = watched
+        weakref.finalize(lookup, self._dropped, id(lookup), watched)
 
     def retire(self, lookup: Observed) -> None:
-        """The lookup closed: keep its final counts, stop reading it."""
+        """The lookup closed (on its event loop): keep its final counts, read it no more."""
         with self._lock:
-            if lookup not in self._lookups:
-                return
-            del self._lookups[lookup]
-            stats = lookup.stats()
-            for field in ("hits", "misses", "notifications", "leases_lost"):
-                self._retired[field] = self._retired.get(field, 0) + getattr(stats, field)
-            for cause, count in stats.evictions.items():
-                self._retired_evictions[cause] = self._retired_evictions.get(cause, 0) + count
+            watched = self._watched.pop(id(lookup), None)
+            if watched is not None:
+                self._keep(lookup.stats())
 
-    def _snapshots(self, *, caching_only: bool = False) -> list[LookupStats]:
+    def _dropped(self, key: int, watched: Watched) -> None:
+        """A lookup was garbage-collected unclosed: keep its counts as last read."""
         with self._lock:
-            return [
-                lookup.stats()
-                for lookup, caching in list(self._lookups.items())
-                if caching or not caching_only
-            ]
+            if self._watched.get(key) is watched:
+                del self._watched[key]
+                if watched.last is not None:
+                    self._keep(watched.last)
 
-    def _reader(self, field: str, *, retired: bool = True) -> Callable[[Any], Iterator[Any]]:
+    def _keep(self, stats: LookupStats) -> None:
+        for field in COUNTED:
+            self._retired[field] += getattr(stats, field)
+        for cause, count in stats.evictions.items():
+            self._retired[f"evictions:{cause}"] += count
+
+    def _collect(self) -> tuple[list[tuple[Watched, LookupStats]], Counter[str]]:
+        """Every open lookup's counters, and the kept counts, taken together."""
+        with self._lock:
+            watched = list(self._watched.values())
+            retired = Counter(self._retired)
+        read = []
+        for each in watched:
+            lookup = each.ref()
+            stats = self._read(lookup, each) if lookup is not None else each.last
+            if stats is not None:
+                read.append((each, stats))
+        return read, retired
+
+    def _read(self, lookup: Observed, watched: Watched) -> LookupStats | None:
+        loop = watched.loop
+        try:
+            on_its_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_its_loop = False
+        if on_its_loop or not loop.is_running():  # nothing else touches its counters now
+            watched.last = lookup.stats()
+            return watched.last
+        answer: concurrent.futures.Future[LookupStats] = concurrent.futures.Future()
+
+        def read_there() -> None:
+            try:
+                answer.set_result(lookup.stats())
+            except BaseException as error:
+                answer.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(read_there)
+            watched.last = answer.result(timeout=READ_TIMEOUT)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            pass  # the loop closed, or is busy: its last reading
+        return watched.last
+
+    def _monotonic(self, series: str, value: float) -> float:
+        with self._lock:
+            highest = max(self._highest.get(series, 0.0), value)
+            self._highest[series] = highest
+        return highest
+
+    def _counter(self, field: str) -> Callable[[Any], Iterator[Any]]:
         def observe(options: Any) -> Iterator[Any]:
-            total = sum(getattr(stats, field) for stats in self._snapshots())
-            yield self._observation(total + (self._retired.get(field, 0) if retired else 0))
+            read, retired = self._collect()
+            total = sum(getattr(stats, field) for _, stats in read) + retired[field]
+            yield self._observation(self._monotonic(field, total))
 
         return observe
 
     def _evictions(self, options: Any) -> Iterator[Any]:
-        totals = dict(self._retired_evictions)
-        for stats in self._snapshots():
-            for cause, count in stats.evictions.items():
-                totals[cause] = totals.get(cause, 0) + count
+        read, retired = self._collect()
+        totals = Counter(
+            {key.split(":", 1)[1]: n for key, n in retired.items() if key.startswith("evictions:")}
+        )
+        for _, stats in read:
+            totals.update(stats.evictions)
         for cause, count in totals.items():
-            yield self._observation(count, {"cause": cause})
+            yield self._observation(self._monotonic(f"evictions:{cause}", count), {"cause": cause})
+
+    def _entries(self, options: Any) -> Iterator[Any]:
+        read, _ = self._collect()
+        yield self._observation(sum(stats.entries for _, stats in read))
 
     def _listening(self, options: Any) -> Iterator[Any]:
-        caching = self._snapshots(caching_only=True)
+        caching = [stats for watched, stats in self._collect()[0] if watched.caching]
         if caching:
             yield self._observation(int(all(stats.listening for stats in caching)))
 
@@ -166,7 +244,9 @@ async def generator_call(table: str) -> AsyncIterator[None]:
     """The generator's call: a child span, its duration and its outcome.
 
     The outcome is `timeout` for a TimeoutError (the generation timeout's, or the
-    generator's own), `error` for any other exception or a cancellation, else `ok`.
+    generator's own), `cancelled` for a cancellation (the lookup closing), `error` for any
+    other exception, else `ok` (a row that then fails validation is still `ok` here, and
+    counted in `stats().generations_failed`).
     """
     instruments = telemetry()
     if instruments is None:
@@ -183,6 +263,9 @@ async def generator_call(table: str) -> AsyncIterator[None]:
                 outcome = "ok"
             except TimeoutError:
                 outcome = "timeout"
+                raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"  # a caller or close() gave up: not the generator's fault
                 raise
     finally:
         attributes = {"outcome": outcome, "pricing_store.table": table}
