@@ -7,11 +7,16 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
@@ -33,7 +38,7 @@ from pricing_store.ops import (
     upgrade,
 )
 from pricing_store.ops.migrating import MIGRATION_LOCK, head_revisions
-from tests.helpers import execute, fetch, tables_in
+from tests.helpers import ROOT, execute, fetch, tables_in
 from tests.provision import asyncpg_dsn, url_text
 
 HOST_REVISION = "20260109_0200_unify_action_types"
@@ -244,6 +249,46 @@ async def test_the_owned_names_are_exactly_what_the_migrations_create_and_remove
 
     assert cli(empty_database, "downgrade", "--to", "base", "--yes").returncode == 0
     assert {row[0] for row in await fetch(empty_database, CATALOG_SQL)} == host_objects
+
+
+def compared_in_an_env_py(connection: Connection) -> list[Any]:
+    """What a host's autogenerate proposes, with the filter, for an empty MetaData."""
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    with EnvironmentContext(config, ScriptDirectory.from_config(config)) as environment:
+        environment.configure(
+            connection=connection,
+            target_metadata=MetaData(),
+            include_name=include_name,  # type: ignore[arg-type]  # Alembic's hook types are narrower
+        )
+        return list(compare_metadata(environment.get_context(), MetaData()))
+
+
+@pytest.mark.parametrize("search_path", ["user_1", "user_1, public", "public"])
+async def test_in_an_env_py_the_filter_knows_a_tenants_table_from_the_packages(
+    empty_database: URL, search_path: str
+) -> None:
+    """Unqualified names are resolved where Alembic's reflection found them."""
+    await migrate_with_the_package(empty_database)
+    await execute(empty_database, "CREATE SCHEMA user_1")
+    await execute(empty_database, "CREATE TABLE user_1.models (id int PRIMARY KEY)")
+    engine = create_engine(
+        empty_database,
+        poolclass=NullPool,
+        connect_args={"server_settings": {"search_path": search_path}},
+    )
+    try:
+        async with engine.connect() as connection:
+            proposed = await connection.run_sync(compared_in_an_env_py)
+    finally:
+        await engine.dispose()
+
+    removed = {diff[1].fullname for diff in proposed if diff[0] == "remove_table"}
+    removed_indexes = {diff[1].name for diff in proposed if diff[0] == "remove_index"}
+    # The tenant's own `models` is compared (and, absent from the MetaData, proposed for
+    # removal); none of the package's tables or indexes is, however it was reached.
+    assert removed == ({"models"} if search_path.startswith("user_1") else set())
+    assert removed_indexes & OWNED_INDEXES == set()
 
 
 @pytest.mark.parametrize(

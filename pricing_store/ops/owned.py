@@ -7,7 +7,10 @@ version table its revisions are recorded in (never the host's `alembic_version`)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
+
+from sqlalchemy import Connection, text
 
 from pricing_store.models import Base
 from pricing_store.models.base import SCHEMA as SCHEMA
@@ -50,29 +53,55 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | 
     Pass it as `context.configure(include_name=pricing_store.ops.include_name)`, or call it
     from your own filter. Objects of the package (in `public`) are left out, so
     autogenerate proposes nothing for them; everything else is compared as usual. Alembic
-    names no schema for objects of the pass's default schema: those are the package's only
-    when that schema is `public` (a tenant pass whose `search_path` is the tenant compares
-    the tenant's own `models` table).
+    names no schema for objects it reflects through the `search_path`: during an env.py run
+    the filter asks the connection which schema such a name resolves to, so a tenant's own
+    `models` table is compared while `public.brand_groups`, reached through the same
+    `search_path`, is left out. Outside an env.py run, no schema means `public`.
     """
     schema = parent_names.get("schema_name")
-    if (schema if schema is not None else default_schema()) != SCHEMA:
+    if schema is None:
+        relation = name if type_ in ("table", "sequence") else parent_names.get("table_name")
+        schema = resolved_schema(relation or name)
+    if schema != SCHEMA:
         return True
     if parent_names.get("table_name") in OWNED_TABLES:
         return False  # a column, index or constraint of one of the package's tables
     return name not in OWNED_NAMES.get(type_, frozenset())
 
 
-def default_schema() -> str:
-    """The schema Alembic's running comparison calls default (reports with no name).
+# The schema each name resolved to, on the connection `_resolved_on` refers to.
+_resolved: dict[str | None, str] = {}
+_resolved_on: list[weakref.ref[Connection]] = []
+RESOLVE_SQL = """
+    SELECT namespace.nspname FROM pg_class AS relation
+    JOIN pg_namespace AS namespace ON namespace.oid = relation.relnamespace
+    WHERE relation.oid = to_regclass(quote_ident(:name))
+"""
 
-    Alembic takes it from the connection's dialect, as read when the connection was
-    opened; outside a migration context (or offline), `public`.
+
+def resolved_schema(name: str | None) -> str:
+    """The schema an unqualified relation name resolves to in the running env.py.
+
+    Read on its connection (its `search_path`), as Alembic's reflection reached it;
+    `public` when no env.py runs, it runs offline, or the name is no relation.
     """
+    connection = _running_connection()
+    if connection is None or name is None:
+        return SCHEMA
+    if not _resolved_on or _resolved_on[0]() is not connection:
+        _resolved.clear()
+        _resolved_on[:] = [weakref.ref(connection)]
+    if name not in _resolved:
+        found = connection.execute(text(RESOLVE_SQL), {"name": name}).scalar()
+        _resolved[name] = found or SCHEMA
+    return _resolved[name]
+
+
+def _running_connection() -> Connection | None:
     from alembic import context
 
     try:
         connection = context.get_context().connection
-    except (NameError, AttributeError):  # no env.py is running: nothing to ask
-        return SCHEMA
-    dialect = getattr(connection, "dialect", None)
-    return getattr(dialect, "default_schema_name", None) or SCHEMA
+    except Exception:  # no env.py runs, or it has not configured its context yet
+        return None
+    return connection if isinstance(connection, Connection) else None
