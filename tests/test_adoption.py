@@ -86,8 +86,18 @@ async def test_a_revision_in_a_shared_alembic_version_is_carried_over_and_host_r
     empty_database: URL,
 ) -> None:
     await as_an_earlier_version_left_it(empty_database, HOST_REVISION)
+    url = url_text(empty_database)
 
+    asked = cli(empty_database, "migrate-sql", "--database-url", url)  # not from base
     migrated = cli(empty_database, "migrate")
+    after = cli(empty_database, "migrate-sql", "--database-url", url)
+
+    assert asked.returncode == 1
+    assert asked.stdout == ""
+    assert "shared public.alembic_version" in asked.stderr
+    assert "run `pricing-store migrate` once" in asked.stderr
+    assert after.returncode == 0
+    assert "at head" in after.stderr
 
     assert migrated.returncode == 0, migrated.stderr
     assert "in place" not in migrated.stderr  # nothing re-run

@@ -377,16 +377,29 @@ def migrate_sql(database_url: SinceDatabase = None, debug: Debug = False) -> Non
 
 
 async def recorded_revision(url: str) -> str | None:
-    """The package's revision recorded in the database; None before any."""
+    """The package's revision recorded in the database; None before any.
+
+    Raises:
+        PricingStoreError: if an earlier version of the package recorded it in a shared
+            `alembic_version`, which only `migrate` moves into the package's own table.
+    """
     from pricing_store.db import create_engine
-    from pricing_store.ops.migrating import applied_revisions
+    from pricing_store.errors import PricingStoreError
+    from pricing_store.ops.migrating import applied_revisions, recorded_in_shared_table
 
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
             recorded = await connection.run_sync(applied_revisions)
+            legacy = await connection.run_sync(recorded_in_shared_table)
     finally:
         await engine.dispose()
+    if legacy:
+        raise PricingStoreError(
+            f"the database records the package's revision {', '.join(sorted(legacy))} in the "
+            "shared public.alembic_version, as an earlier version did: run "
+            "`pricing-store migrate` once (it moves it), or migrate-sql without --database-url"
+        )
     return max(recorded) if recorded else None  # one chain: one revision recorded
 
 

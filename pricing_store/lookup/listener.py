@@ -65,6 +65,7 @@ class ChangeListener:
         `started` (the lookup's start raises it); later failures are retried.
         """
         failures = 0
+        causes: set[type[Exception]] = set()  # what this outage was logged for
         while True:
             connection: Any = None
             failure: Exception = ConnectionError("the listening connection ended")
@@ -96,9 +97,13 @@ class ChangeListener:
             if not started.done():  # the first attempt: the lookup's start raises its error
                 started.set_exception(self._translated(failure))
                 return
-            # Once an outage, not once a retry: a failover would repeat it every second.
-            log = logger.warning if failures == 0 else logger.debug
+            # Once an outage for each kind of cause, not once a retry: a failover would
+            # repeat it every second, yet a new cause (a refused login) must be heard.
+            if failures == 0:
+                causes.clear()
+            log = logger.debug if type(failure) in causes else logger.warning
             log("pricing_store: change listener lost (%r); cache bypassed", failure)
+            causes.add(type(failure))
             await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
             failures += 1
 

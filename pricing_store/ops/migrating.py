@@ -89,8 +89,9 @@ def blocked_message(error: DBAPIError) -> str | None:
         )
     if sqlstate == QUERY_CANCELED:
         return (
-            f"migration stopped: a statement ran longer than statement_timeout="
-            f"{statement_timeout}; nothing was changed (set {STATEMENT_TIMEOUT_VARIABLE})"
+            f"migration stopped: a statement was cancelled (statement_timeout="
+            f"{statement_timeout}, or pg_cancel_backend); nothing was changed "
+            f"(set {STATEMENT_TIMEOUT_VARIABLE})"
         )
     return None
 
@@ -188,6 +189,16 @@ def carry_over_version(connection: Connection, revisions: set[str]) -> None:
         connection.execute(
             text(f"DELETE FROM {shared} WHERE version_num = ANY(:ours)"), {"ours": ours}
         )
+
+
+def recorded_in_shared_table(connection: Connection) -> set[str]:
+    """The package's revisions an earlier version recorded in a shared `alembic_version`."""
+    shared = f"{SCHEMA}.{SHARED_VERSION_TABLE}"
+    if exists(connection, QUALIFIED_VERSION_TABLE) or not exists(connection, shared):
+        return set()
+    recorded = set(connection.scalars(text(f"SELECT version_num FROM {shared}")))
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return recorded & {script.revision for script in scripts.walk_revisions()}
 
 
 def drop_version_table_if_empty(connection: Connection) -> None:

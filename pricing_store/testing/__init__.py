@@ -132,6 +132,8 @@ async def pricing_store_empty_tables(pricing_store_database_url: str) -> AsyncIt
     engine = create_engine(pricing_store_database_url)
     try:
         async with engine.begin() as connection:
+            # A session still holding one of those rows fails the test, never hangs it.
+            await connection.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             for table in PACKAGE_TABLES:
                 await connection.exec_driver_sql(f"DELETE FROM {table}")
     finally:
@@ -140,6 +142,9 @@ async def pricing_store_empty_tables(pricing_store_database_url: str) -> AsyncIt
 
 def alembic_config_for(url: str, ini: str | os.PathLike[str] = "alembic.ini") -> Config:
     """Your Alembic configuration, pointed at `url` (`sqlalchemy.url`), `%` escaped.
+
+    `ini` is read, and its relative paths taken, from the working directory, as the
+    `alembic` command does: run pytest where your alembic.ini is, or pass its full path.
 
     For your migrations on top of the plugin's database:
     `command.upgrade(alembic_config_for(pricing_store_database_url), "head")`.
