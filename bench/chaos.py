@@ -38,7 +38,7 @@ import asyncpg
 from sqlalchemy import text
 
 from bench.bench import migrated
-from bench.history import RULES, SETTLING, Verdict, check
+from bench.history import RULES, SETTLING, TOPOLOGY, Verdict, check
 from bench.workload import version_of
 from pricing_store import (
     BrandGroupRepository,
@@ -81,7 +81,6 @@ FAULTS = {
     "generator fails": 3.0,
     "generator hangs": 3.0,  # past the generation timeout
 }
-TOPOLOGY = ("primary killed", "controlled failover")
 
 
 def read_key(n: int) -> str:
@@ -107,30 +106,46 @@ def schedule(seed: int, seconds: float) -> list[tuple[float, str]]:
 class Recorder:
     """Appends one JSON object a line to the process's own history file."""
 
-    def __init__(self, path: Path, proc: str) -> None:
+    def __init__(self, path: Path, proc: str, *, standby: bool = False) -> None:
         self._file = path.open("a", buffering=1)
         self.proc = proc
+        self.standby = standby  # its reads come from a standby: bounded by its lag
 
     def __call__(self, **record: Any) -> None:
         """Record one line."""
         self._file.write(json.dumps({"proc": self.proc, **record}) + "\n")
 
     async def timed(
-        self, op: str, key: str, call: Awaitable[Any], value: Callable[[Any], Any]
+        self,
+        op: str,
+        key: str,
+        call: Awaitable[Any],
+        value: Callable[[Any], Any],
+        *,
+        cancelled_by_us: bool = False,
     ) -> None:
-        """Run the call, recording its outcome; a cancellation of ours is "cancelled"."""
+        """Run the call, recording its outcome; our own `wait_for` running out is "cancelled"."""
         start = time.time()
         try:
             result = await call
         except TimeoutError as error:
-            if not isinstance(error, PricingStoreError):  # the caller's own wait_for
+            if cancelled_by_us and not isinstance(error, PricingStoreError):
                 self(op=op, key=key, start=start, end=time.time(), outcome="cancelled")
                 return
             self.failed(op, key, start, error)
         except Exception as error:
             self.failed(op, key, start, error)
         else:
-            self(op=op, key=key, start=start, end=time.time(), outcome="ok", version=value(result))
+            standby = {"standby": True} if self.standby and op == "read" else {}
+            self(
+                op=op,
+                key=key,
+                start=start,
+                end=time.time(),
+                outcome="ok",
+                version=value(result),
+                **standby,
+            )
 
     def failed(self, op: str, key: str, start: float, error: Exception) -> None:
         """An error that reached the caller."""
@@ -196,11 +211,12 @@ def signature(reference: Any) -> int | None:
 async def service(run: dict[str, Any], name: str) -> None:
     """One service: TASKS tasks reading and generating until the end, then a dump and close."""
     directory = Path(run["directory"])
-    record = Recorder(directory / f"{name}.jsonl", name)
     index = SERVICES.index(name)
+    record = Recorder(directory / f"{name}.jsonl", name, standby=index == 2)
     url = run["service_urls"][index]
     engine = create_engine(url, connect_args={"timeout": 3, "command_timeout": 5})
-    listen_to = create_engine(run["url"]) if index == 2 else None
+    # Named like its reads, so that faults and the check after close() find all of it.
+    listen_to = create_engine(f"{run['url']}&application_name={name}") if index == 2 else None
     lookup = PricingLookup(
         engine,
         cache_size=1_000,
@@ -222,9 +238,10 @@ async def service(run: dict[str, Any], name: str) -> None:
             else:
                 key = generated_key(fresh_key(run["start_at"], chooser))
                 op, call = "generate", lookup.get_or_generate(key, "jeans")
-            if chooser.random() < CANCELLED_SHARE:
+            cancelled = chooser.random() < CANCELLED_SHARE
+            if cancelled:
                 call = asyncio.wait_for(call, chooser.uniform(0.0005, 0.02))
-            await record.timed(op, key, call, signature)
+            await record.timed(op, key, call, signature, cancelled_by_us=cancelled)
             await asyncio.sleep(0.005)
 
     async def sampler() -> None:
@@ -360,9 +377,13 @@ class Run:
     def __init__(self, seed: int, seconds: float, directory: Path) -> None:
         self.seed, self.seconds, self.directory = seed, seconds, directory
         self.formation = Formation(directory / "formation")
-        self.url = self.formation.uri()
+        try:
+            self.url = self.formation.uri()
+            self.proxies = [SilentProxy("127.0.0.1", node.port) for node in self.formation.nodes]
+        except BaseException:
+            self.formation.close()
+            raise
         self.record = Recorder(directory / "faults.jsonl", "chaos")
-        self.proxies = [SilentProxy("127.0.0.1", node.port) for node in self.formation.nodes]
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.failovers: list[dict[str, Any]] = []
         self._topology = asyncio.Lock()
@@ -403,7 +424,7 @@ class Run:
                 )
             await asyncio.sleep(max(0.0, start_at - time.time()))
             faults = [
-                asyncio.create_task(self.inject(start_at + offset, kind))
+                asyncio.create_task(self.inject(start_at, offset, kind))
                 for offset, kind in schedule(self.seed, self.seconds)
             ]
             await asyncio.gather(*faults)
@@ -411,7 +432,12 @@ class Run:
             (self.directory / "stop").touch()
             await asyncio.sleep(QUIET)
             (self.directory / "quiet").touch()
-            codes = await asyncio.gather(*(p.wait() for p in self.processes.values()))
+            try:  # each dumps, closes (close_timeout + 1 s at most) and checks: seconds
+                async with asyncio.timeout(60):
+                    codes = await asyncio.gather(*(p.wait() for p in self.processes.values()))
+            except TimeoutError:
+                hung = [name for name, p in self.processes.items() if p.returncode is None]
+                raise SystemExit(f"chaos processes did not finish: {hung}") from None
             if any(codes):
                 raise SystemExit(f"a chaos process failed: exit codes {codes}")
             stored = await self.stored()
@@ -422,7 +448,7 @@ class Run:
         ]
         if self.keep is not None:
             self.keep.write_text("".join(json.dumps(r) + "\n" for r in history))
-        verdict = check(history, stored, listen_timeout=LISTEN_TIMEOUT)
+        verdict = check(history, stored, listen_timeout=LISTEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT)
         return verdict, summary(history, self.failovers)
 
     async def load(self) -> None:
@@ -455,16 +481,17 @@ class Run:
         await engine.dispose()
         return stored
 
-    async def inject(self, at: float, kind: str) -> None:
+    async def inject(self, start_at: float, offset: float, kind: str) -> None:
         """One fault at its offset; topology changes wait for the previous one to settle."""
-        await asyncio.sleep(max(0.0, at - time.time()))
+        await asyncio.sleep(max(0.0, start_at + offset - time.time()))
+        chooser = random.Random(f"{self.seed}-{offset}")  # the seed's, not the clock's
         if kind in TOPOLOGY:
             async with self._topology:
-                await self._inject(kind)
+                await self._inject(kind, chooser)
         else:
-            await self._inject(kind)
+            await self._inject(kind, chooser)
 
-    async def _inject(self, kind: str) -> None:
+    async def _inject(self, kind: str, chooser: random.Random) -> None:
         start, target, held = time.time(), None, FAULTS[kind]
         formation = self.formation
         if kind == "primary killed":
@@ -484,14 +511,14 @@ class Run:
             await asyncio.to_thread(formation.wait_until_stable, 120)
             self.failovers.append({"start": start, "promoted": promoted, "end": time.time()})
         elif kind == "listener terminated":
-            target = random.Random(f"{self.seed}-{start:.0f}").choice(SERVICES)
+            target = chooser.choice(SERVICES)
             terminated = await self.on_primary(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = $1 AND (query LIKE 'LISTEN %' "
                 "OR query IN ('SELECT 1', 'SELECT pg_current_wal_lsn()'))",
                 target,
             )
-            if not terminated:  # no primary now (a failover under way): no fault
+            if not terminated:  # no primary now, or no listener to cut: no fault
                 return
         elif kind == "listener blackholed":
             target = "service-1"
@@ -501,10 +528,19 @@ class Run:
             for proxy in self.proxies:
                 proxy.resume()
         elif kind == "replay paused":
+            target = "service-2"  # the one process that reads the secondary
             if not await self.replay_paused(held):  # no secondary now: no fault
                 return
         elif kind == "burst of changes":
-            (self.directory / "burst").touch()
+            burst = self.directory / "burst"
+            burst.touch()
+            for _ in range(100):  # the operator takes it up within a second or so
+                if not burst.exists():
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                return  # not taken up (the operator is stuck in an outage): no fault
+            start = time.time()
         elif kind == "service frozen":
             target = "service-0"
             process = self.processes[target]
@@ -538,19 +574,18 @@ class Run:
             await connection.close()
         return True
 
-    async def on_primary(self, sql: str, *arguments: Any) -> bool:
-        """One statement on whichever node is primary now; False if none could be had."""
+    async def on_primary(self, sql: str, *arguments: Any) -> int:
+        """One query on whichever node is primary now: its value; 0 if none could be had."""
         try:
             connection = await asyncpg.connect(
                 self.url.replace("postgres://", "postgresql://", 1), timeout=3
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
+            return 0
         try:
-            await connection.execute(sql, *arguments)
+            return int(await connection.fetchval(sql, *arguments) or 0)
         finally:
             await connection.close()
-        return True
 
     def close(self) -> None:
         """Stop every process of the run."""
@@ -575,7 +610,8 @@ def summary(history: list[dict[str, Any]], failovers: list[dict[str, Any]]) -> d
             )
             for proc in SERVICES
         }
-        caching_again = {proc: cached_again(history, proc, failover["start"]) for proc in SERVICES}
+        caching_again = {proc: cached_again(history, proc, window) for proc in SERVICES}
+        back = list(caching_again.values())
         failover.update(
             kind=kind,
             promoted_s=failover["promoted"] - failover["start"],
@@ -583,8 +619,8 @@ def summary(history: list[dict[str, Any]], failovers: list[dict[str, Any]]) -> d
                 [r["end"] for r in calls if r["op"] == "write" and r["outcome"] == "ok"], window
             ),
             served_again_s=max(served.values()),
-            caching_again_s=max(caching_again.values()),
-            slowest_to_cache=max(caching_again, key=caching_again.__getitem__),
+            caching_again_s=None if None in back else max(b for b in back if b is not None),
+            slowest_to_cache=max(caching_again, key=lambda proc: caching_again[proc] or 1e9),
         )
 
     def p99(during: bool) -> float | None:
@@ -606,21 +642,29 @@ def summary(history: list[dict[str, Any]], failovers: list[dict[str, Any]]) -> d
     }
 
 
-def cached_again(history: list[dict[str, Any]], proc: str, since: float) -> float:
-    """Seconds from `since` until the process's cache was in use again after it was lost.
+def cached_again(
+    history: list[dict[str, Any]], proc: str, window: tuple[float, float]
+) -> float | None:
+    """Seconds from the window's start until the process's cache was in use again.
 
-    0 if it never was lost (sampled every 0.1 s).
+    0 if it was not lost in the window, None if it never came back (sampled every 0.1 s
+    while the load runs).
     """
     samples = sorted(
         (r["start"], r["value"])
         for r in history
-        if r.get("op") == "listening" and r["proc"] == proc and r["start"] >= since
+        if r.get("op") == "listening" and r["proc"] == proc and r["start"] >= window[0]
     )
-    lost = next((at for at, listening in samples if not listening), None)
+    lost = next((at for at, up in samples if not up and at <= window[1]), None)
     if lost is None:
         return 0.0
-    back = next((at for at, listening in samples if listening and at > lost), samples[-1][0])
-    return float(back - since)
+    back = next((at for at, up in samples if up and at > lost), None)
+    return None if back is None else float(back - window[0])
+
+
+def seconds_or_never(seconds: float | None) -> str:
+    """A measured time for the table; "never" when it never happened."""
+    return " never" if seconds is None else f"{seconds:>6.1f}"
 
 
 def longest_gap(times: list[float], window: tuple[float, float]) -> float:
@@ -650,7 +694,7 @@ def print_report(seed: int, seconds: float, verdict: Verdict, numbers: dict[str,
         print(
             f"  {failover['kind']:<20} {failover['promoted_s']:>6.1f} "
             f"{failover['writes_paused_s']:>6.1f} {failover['served_again_s']:>6.1f} "
-            f"{failover['caching_again_s']:>6.1f} ({failover['slowest_to_cache']})"
+            f"{seconds_or_never(failover['caching_again_s'])} ({failover['slowest_to_cache']})"
         )
     for label in ("during", "outside"):
         value = numbers[f"p99_read_ms_{label}_faults"]

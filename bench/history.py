@@ -23,6 +23,9 @@ HEARD_WITHIN = 0.5
 # a waiter's patience (generation_timeout + lease time) and a reconnect's back-off.
 SETTLING = 7.0
 
+# Faults that move the primary: they reach every process's connections.
+TOPOLOGY = ("primary killed", "controlled failover")
+
 Record = dict[str, Any]
 
 
@@ -47,16 +50,22 @@ RULES = (
     "error outside a fault",
     "foreign error",
     "connection left after close",
+    "close past its bound",
+    "cache not caching at the end",
 )
 
 
 def check(
-    records: Iterable[Record], stored: Mapping[str, Any], *, listen_timeout: float
+    records: Iterable[Record],
+    stored: Mapping[str, Any],
+    *,
+    listen_timeout: float,
+    close_timeout: float = 2.0,
 ) -> Verdict:
     """Every rule over the history; `stored` is the primary's rows after the run, by key.
 
     Each stored value is what a dump holds for the key: its version for the writer's keys,
-    or the generated row's signature.
+    or the generated row's signature. A close must return within `close_timeout` + 1 s.
     """
     history = list(records)
     faults = [r for r in history if r.get("op") == "fault"]
@@ -68,8 +77,11 @@ def check(
     found["generated twice"], verdict.excused_generations = generated_twice(history, faults)
     outside, foreign = bad_errors(history, faults, listen_timeout)
     found["error outside a fault"], found["foreign error"] = outside, foreign
-    found["connection left after close"] = [
-        r for r in history if r.get("op") == "closed" and r["connections_left"]
+    closes = [r for r in history if r.get("op") == "closed"]
+    found["connection left after close"] = [r for r in closes if r["connections_left"]]
+    found["close past its bound"] = [r for r in closes if r["seconds"] > close_timeout + 1.0]
+    found["cache not caching at the end"] = [
+        r for r in history if r.get("op") == "dump" and not r["listening"]
     ]
     return verdict
 
@@ -107,9 +119,10 @@ def stale_reads(history: list[Record], faults: list[Record], listen_timeout: flo
     for record in history:
         if record.get("op") != "read" or record["outcome"] != "ok" or record.get("standby"):
             continue
-        # A fault under way when the read began, or ended just before, excuses it.
+        # A fault on its process (or a failover) under way when the read began, or ended
+        # just before, excuses it.
         recent = (record["start"] - listen_timeout - HEARD_WITHIN, record["start"])
-        if _faulted(faults, recent, 0.0, record["proc"]):
+        if _faulted(faults, recent, 0.0, record["proc"], topology_only=True):
             continue
         for acked_at, version in acknowledged.get(record["key"], ()):
             if version > record["version"] and acked_at < record["start"] - HEARD_WITHIN:
@@ -141,8 +154,10 @@ def diverged(history: list[Record], stored: Mapping[str, Any]) -> list[Record]:
 def generated_twice(history: list[Record], faults: list[Record]) -> tuple[list[Record], int]:
     """Successful generator calls past the first per key, unless a fault excuses them.
 
-    A holder frozen past its lease, or one whose store failed through an outage, lets
-    another process generate again; such calls are counted apart (the second value).
+    A holder frozen past its lease or cut off from the database, or one whose store a
+    failover cut, lets another process generate again: a call after one overlapped by such
+    a fault (aimed at the first call's process, or a failover) is counted apart (the second
+    value); any other is a violation.
     """
     calls: dict[str, list[Record]] = defaultdict(list)
     for record in history:
@@ -152,9 +167,10 @@ def generated_twice(history: list[Record], faults: list[Record]) -> tuple[list[R
     for made in calls.values():
         made.sort(key=lambda r: r["start"])
         for first, again in itertools.pairwise(made):
-            # The first call's row may not have been stored: its holder was frozen, or
-            # the store failed, under a fault that overlapped it.
-            if _faulted(faults, (first["start"], first["end"]), SETTLING, None):
+            # The first call's row may not have been stored: its process was frozen past
+            # its lease or cut off, or a failover cut its store, while it ran or just after.
+            window = (first["start"], first["end"])
+            if _faulted(faults, window, SETTLING, first["proc"], topology_only=True):
                 excused += 1
             else:
                 twice.append(again)
@@ -188,17 +204,25 @@ def bad_errors(
 
 
 def _faulted(
-    faults: list[Record], window: tuple[float, float], after: float, proc: str | None
+    faults: list[Record],
+    window: tuple[float, float],
+    after: float,
+    proc: str | None,
+    *,
+    topology_only: bool = False,
 ) -> bool:
     """Whether a fault was under way in `window`, or had ended less than `after` before it.
 
-    A fault aimed at one process (a freeze) counts for that process alone, unless `proc`
-    is None (any process's).
+    A fault aimed at one process counts for that process alone, unless `proc` is None
+    (any process's). With `topology_only`, a fault aimed at no process counts only if it
+    moved the primary (a generator failing or a burst excuses no stale read).
     """
     start, end = window
     for fault in faults:
         aimed = fault.get("target_proc")
         if aimed is not None and proc is not None and aimed != proc:
+            continue
+        if aimed is None and topology_only and fault["kind"] not in TOPOLOGY:
             continue
         if fault["start"] <= end and start <= fault["end"] + after:
             return True

@@ -188,7 +188,8 @@ class Formation:
     def kill(self, node: Node) -> None:
         """SIGKILL the node's keeper and its PostgreSQL together, as a lost host would die."""
         if node.keeper is not None:
-            os.killpg(node.keeper.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.keeper.pid, signal.SIGKILL)
             node.keeper.wait()
 
     def uri(self) -> str:
@@ -239,15 +240,19 @@ class Formation:
             raise RuntimeError(f"the formation is not one primary and one secondary: {roles}")
 
     def close(self) -> None:
-        """Stop every process of the formation (its data goes with the directory)."""
+        """Stop every process of the formation (its data goes with the directory).
+
+        Each node's whole process group: a PostgreSQL whose keeper died goes too.
+        """
         for node in [*self.nodes, self.monitor]:
-            if node.running:
-                assert node.keeper is not None
-                with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-                    os.killpg(node.keeper.pid, signal.SIGTERM)
-                    node.keeper.wait(timeout=20)
-            if node.running:
-                self.kill(node)
+            if node.keeper is None:
+                continue
+            with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(node.keeper.pid, signal.SIGTERM)
+                node.keeper.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.keeper.pid, signal.SIGKILL)
+            node.keeper.wait()
 
     def _spawn(self, arguments: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as output:

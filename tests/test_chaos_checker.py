@@ -50,7 +50,7 @@ def fault(kind: str, start: float, end: float, target: str | None = None) -> dic
 
 
 def dump(values: dict[str, int | None], proc: str = "service-0") -> dict[str, Any]:
-    return {"proc": proc, "op": "dump", "start": 100.0, "values": values}
+    return {"proc": proc, "op": "dump", "start": 100.0, "values": values, "listening": True}
 
 
 def llm(key: str, start: float, proc: str) -> dict[str, Any]:
@@ -89,7 +89,7 @@ CLEAN = [
     llm("g", 1.0, "service-0"),
     dump({"a": 2, "g": 0}),
     dump({"a": 2, "g": 0}, proc="service-1"),
-    {"proc": "service-0", "op": "closed", "start": 101.0, "connections_left": 0},
+    {"proc": "service-0", "op": "closed", "start": 101.0, "connections_left": 0, "seconds": 0.4},
 ]
 STORED = {"a": 2, "g": 0}
 
@@ -127,6 +127,14 @@ def test_a_fault_excuses_staleness_while_it_lasts_and_for_listen_timeout_after()
     # Aimed at another process, it excuses nothing here.
     elsewhere = fault("listener blackholed", 2.0, late - 0.1, target="service-1")
     assert rules_broken([*CLEAN, elsewhere, read("a", 1, late)]) == {"stale read": 1}
+    # A fault that moves no primary and is aimed at nobody excuses no stale read.
+    assert rules_broken([*CLEAN, fault("burst of changes", 2.0, late), read("a", 1, late)]) == {
+        "stale read": 1
+    }
+    # A failover does: every listener is lost and found again.
+    assert (
+        rules_broken([*CLEAN, fault("primary killed", 2.0, late - 0.1), read("a", 1, late)]) == {}
+    )
     # Long after it ended, nothing either.
     much_later = 2.0 + 3.0 + LISTEN_TIMEOUT + HEARD_WITHIN + 1
     assert rules_broken(
@@ -157,6 +165,15 @@ def test_a_second_generator_call_is_reported_unless_a_fault_explains_it() -> Non
     # A fault that came only after the first call had stored its row excuses nothing.
     later = fault("service frozen", 1.3 + SETTLING + 1, 20.0, target="service-0")
     assert rules_broken([*CLEAN, llm("g", 15.0, "service-1"), later]) == {"generated twice": 1}
+    # Nor does one that cannot lose a stored row: another process frozen, a burst.
+    for unrelated in (
+        fault("service frozen", 0.9, 6.0, target="service-1"),
+        fault("burst of changes", 0.9, 2.0),
+        fault("generator fails", 0.9, 4.0),
+    ):
+        assert rules_broken([*CLEAN, again, unrelated]) == {"generated twice": 1}
+    # A failover that cut the first holder's store does.
+    assert rules_broken([*CLEAN, again, fault("primary killed", 1.2, 9.0)]) == {}
 
 
 def test_errors_outside_a_fault_and_foreign_errors_are_reported() -> None:
@@ -176,4 +193,12 @@ def test_errors_outside_a_fault_and_foreign_errors_are_reported() -> None:
 
 def test_a_connection_left_after_close_is_reported() -> None:
     left = {"proc": "service-1", "op": "closed", "start": 101.0, "connections_left": 2}
-    assert rules_broken([*CLEAN, left]) == {"connection left after close": 1}
+    assert rules_broken([*CLEAN, {**left, "seconds": 0.5}]) == {"connection left after close": 1}
+    slow = {**left, "connections_left": 0, "seconds": 3.5}  # close_timeout 2 s, + 1 s at most
+    assert rules_broken([*CLEAN, slow]) == {"close past its bound": 1}
+
+
+def test_a_cache_that_never_caches_again_is_reported() -> None:
+    """get_many falls back to the database: a dead listener would still converge."""
+    bypassed = {**dump({"a": 2, "g": 0}, proc="service-2"), "listening": False}
+    assert rules_broken([*CLEAN, bypassed]) == {"cache not caching at the end": 1}
