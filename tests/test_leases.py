@@ -9,6 +9,7 @@ generation_timeout + lease_seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -22,11 +23,17 @@ import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing_store import GenerationTimeoutError, PriceReference, PricingLookup, create_engine
+from pricing_store import (
+    GenerationTimeoutError,
+    PriceReference,
+    PricingLookup,
+    PricingStoreError,
+    create_engine,
+)
 from pricing_store.lookup.leases import lease_key
 from pricing_store.models.lease import LEASES
 from pricing_store.ops.roles import APP, ROLES_SQL
-from tests.provision import asyncpg_dsn
+from tests.provision import OwnServer, asyncpg_dsn
 
 LEASE_SECONDS = 1.0
 # A waiter re-checks every RECHECK_EVERY (0.5 s): a lease that expired is taken within that,
@@ -339,3 +346,37 @@ async def test_a_waiter_gives_up_on_a_live_holder_after_generation_timeout_plus_
     )
     assert patience <= took < patience + 1.0, f"B gave up after {took:.2f} s"
     assert b_llm.calls == 0
+
+
+async def test_renewals_failing_through_an_outage_are_warned_of_once(
+    own_server: OwnServer, own_database: URL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder's renewals fail every third of a lease while the server is down: one warning."""
+    caplog.set_level(logging.DEBUG, logger="pricing_store.lookup.leases")
+    generating, finish = asyncio.Event(), asyncio.Event()
+
+    class Waits:
+        async def brand_group(self, brand: str, group: str) -> dict[str, object]:
+            generating.set()
+            await finish.wait()
+            return {"base_price": "40.00"}
+
+        async def model(self, brand: str, group: str, model: str) -> dict[str, object]:
+            raise AssertionError("no model is asked for")
+
+    engine = create_engine(own_database)
+    try:
+        async with PricingLookup(engine, generator=Waits(), lease_seconds=0.6) as lookup:
+            generated = asyncio.create_task(lookup.get_or_generate(*KEY))
+            await asyncio.wait_for(generating.wait(), 5)
+            own_server.stop("immediate")
+            await asyncio.sleep(1.5)  # about seven renewals, all refused
+            own_server.start()
+            finish.set()
+            with contextlib.suppress(PricingStoreError):  # its lease may have run out
+                await generated
+    finally:
+        await engine.dispose()
+    failed = [r for r in caplog.records if "leases not renewed" in r.getMessage()]
+    assert len(failed) >= 3
+    assert [r.levelno for r in failed].count(logging.WARNING) == 1

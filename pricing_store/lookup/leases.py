@@ -101,6 +101,7 @@ class Leases:
             self._lost(key)
 
     async def _renew(self) -> None:
+        failing = False  # warned of once an outage, not every third of a lease
         while self._held:
             await asyncio.sleep(self.seconds / 3)
             asked, sent = time.monotonic(), dict(self._held)
@@ -109,8 +110,11 @@ class Leases:
             except LookupClosedError:
                 return
             except Exception as error:
-                logger.warning("pricing_store: leases not renewed (%s); retrying", error)
+                log = logger.debug if failing else logger.warning
+                log("pricing_store: leases not renewed (%s); retrying", error)
+                failing = True
                 continue
+            failing = False
             renewed = {row[0] for row in rows}
             for key, (claim, _) in sent.items():
                 if self._held.get(key, (None,))[0] is not claim:
