@@ -232,3 +232,34 @@ async def test_counters_are_read_on_the_lookups_own_loop_whatever_thread_collect
         instruments.retire(lookup)
     assert lookup.threads == {threading.get_ident()}  # this loop's thread, and no other
     assert sample(page, "pricing_store_cache_hits_total") >= 7
+
+
+async def test_a_lookup_dropped_unclosed_while_the_instruments_are_busy_deadlocks_nothing(
+    scrape_url: str,
+) -> None:
+    """Its finalizer may run on any thread, at any allocation, even inside the instruments."""
+    from pricing_store.lookup.stats import LookupStats
+    from pricing_store.lookup.telemetry import telemetry
+
+    class Lookup:
+        def stats(self) -> LookupStats:
+            return LookupStats(5, 0, 0, {}, 0, True, 0, 0, 0)
+
+    instruments = telemetry()
+    assert instruments is not None
+    before = sample(await scraped(scrape_url), "pricing_store_cache_hits_total")
+    dropped = Lookup()
+    instruments.register(dropped, caching=False)
+    await scraped(scrape_url)  # read once: its counts as last read are what is kept
+
+    def drop_inside() -> None:
+        nonlocal dropped
+        with instruments._lock:  # as when a collection holds it and the collector runs
+            del dropped  # the finalizer runs here, now
+
+    dropping = threading.Thread(target=drop_inside, daemon=True)
+    dropping.start()
+    dropping.join(timeout=5)
+    assert not dropping.is_alive()
+    after = sample(await scraped(scrape_url), "pricing_store_cache_hits_total")
+    assert after - before == 5  # kept once it is gone

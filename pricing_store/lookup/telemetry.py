@@ -11,6 +11,7 @@ it every function is a no-op.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import threading
@@ -36,8 +37,10 @@ class Observed(Protocol):
 
 # Counters summed over lookups, by the LookupStats field each reads.
 COUNTED = ("hits", "misses", "notifications", "leases_lost")
-# How long a collection waits for a lookup's own event loop to read its counters.
+# How long one collection waits, in all, for lookups' event loops to read their counters.
 READ_TIMEOUT = 1.0
+# How long a loop that did not answer in time is not waited for again.
+SILENT_FOR = 5.0
 # Durations of generator calls (LLM calls: a fraction of a second to minutes).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -57,9 +60,9 @@ class Telemetry:
 
     A collection may run on any thread (a Prometheus exporter's, say), while a lookup's
     counters belong to its event loop: they are read there (`call_soon_threadsafe`), or
-    the last reading is used if the loop does not answer within READ_TIMEOUT. Counts of a
-    lookup that closed, or was dropped unclosed, are kept, and each counter reports the
-    most it ever reported: counters never go back.
+    the last reading is used if the loop does not answer within READ_TIMEOUT (for the whole
+    collection). The counts of a lookup that closed are kept; of one dropped unclosed, as
+    last read. Each counter reports the most it ever reported: counters never go back.
     """
 
     def __init__(self) -> None:
@@ -69,6 +72,13 @@ class Telemetry:
         self._retired: Counter[str] = Counter()  # "hits", ..., "evictions:<cause>"
         self._highest: dict[str, float] = {}
         self._lock = threading.Lock()
+        # Lookups garbage-collected unclosed. A finalizer may run on any thread at any
+        # allocation, even one holding `_lock`: it only appends here (a deque's append is
+        # atomic), and `_lock`'s holders fold these in.
+        self._dropped: collections.deque[tuple[int, Watched]] = collections.deque()
+        # Loops that did not answer in time, and until when they are not waited for again:
+        # one collection runs every callback in turn, and must not wait in each.
+        self._silent_until: dict[int, float] = {}
         meter = metrics.get_meter(NAME)
         self.tracer = trace.get_tracer(NAME)
         self._observation = metrics.Observation
@@ -112,18 +122,20 @@ class Telemetry:
         watched = Watched(lookup, caching, asyncio.get_running_loop())
         with self._lock:
             self._watched[id(lookup)] = watched
-        weakref.finalize(lookup, self._dropped, id(lookup), watched)
+        weakref.finalize(lookup, self._dropped.append, (id(lookup), watched))
 
     def retire(self, lookup: Observed) -> None:
         """The lookup closed (on its event loop): keep its final counts, read it no more."""
+        final = lookup.stats()  # on its loop, outside the lock
         with self._lock:
-            watched = self._watched.pop(id(lookup), None)
-            if watched is not None:
-                self._keep(lookup.stats())
+            self._fold_dropped()
+            if self._watched.pop(id(lookup), None) is not None:
+                self._keep(final)
 
-    def _dropped(self, key: int, watched: Watched) -> None:
-        """A lookup was garbage-collected unclosed: keep its counts as last read."""
-        with self._lock:
+    def _fold_dropped(self) -> None:
+        """Under `_lock`: keep the counts of lookups dropped unclosed, as last read."""
+        while self._dropped:
+            key, watched = self._dropped.popleft()
             if self._watched.get(key) is watched:
                 del self._watched[key]
                 if watched.last is not None:
@@ -136,19 +148,31 @@ class Telemetry:
             self._retired[f"evictions:{cause}"] += count
 
     def _collect(self) -> tuple[list[tuple[Watched, LookupStats]], Counter[str]]:
-        """Every open lookup's counters, and the kept counts, taken together."""
+        """Every open lookup's counters, and the kept counts, taken together.
+
+        A collection waits READ_TIMEOUT at most in all: a loop that does not answer in time
+        is not waited for again for SILENT_FOR (the collection's other callbacks), and its
+        lookups' last readings are used.
+        """
         with self._lock:
+            self._fold_dropped()
             watched = list(self._watched.values())
             retired = Counter(self._retired)
+        deadline = time.monotonic() + READ_TIMEOUT
         read = []
         for each in watched:
-            lookup = each.ref()
-            stats = self._read(lookup, each) if lookup is not None else each.last
-            if stats is not None:
-                read.append((each, stats))
+            answering = self._silent_until.get(id(each.loop), 0.0) <= time.monotonic()
+            if answering and not self._read(each, deadline - time.monotonic()):
+                self._silent_until[id(each.loop)] = time.monotonic() + SILENT_FOR
+            if each.last is not None:
+                read.append((each, each.last))
         return read, retired
 
-    def _read(self, lookup: Observed, watched: Watched) -> LookupStats | None:
+    def _read(self, watched: Watched, wait: float) -> bool:
+        """Read the lookup's counters into `watched.last`; False if its loop did not answer."""
+        lookup = watched.ref()
+        if lookup is None:
+            return True
         loop = watched.loop
         try:
             on_its_loop = asyncio.get_running_loop() is loop
@@ -156,7 +180,7 @@ class Telemetry:
             on_its_loop = False
         if on_its_loop or not loop.is_running():  # nothing else touches its counters now
             watched.last = lookup.stats()
-            return watched.last
+            return True
         answer: concurrent.futures.Future[LookupStats] = concurrent.futures.Future()
 
         def read_there() -> None:
@@ -167,10 +191,10 @@ class Telemetry:
 
         try:
             loop.call_soon_threadsafe(read_there)
-            watched.last = answer.result(timeout=READ_TIMEOUT)
+            watched.last = answer.result(timeout=max(0.0, wait))
         except (RuntimeError, concurrent.futures.TimeoutError):
-            pass  # the loop closed, or is busy: its last reading
-        return watched.last
+            return False  # the loop closed, or is busy: its last reading stands
+        return True
 
     def _monotonic(self, series: str, value: float) -> float:
         with self._lock:
