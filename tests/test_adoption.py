@@ -194,7 +194,7 @@ async def test_a_hosts_own_lock_timeout_while_another_migrator_runs_reads_plainl
     assert str(stopped.value) == (
         "migration stopped: another migrator of pricing_store's tables was still running when "
         "this transaction's own lock_timeout ran out; nothing was changed. Retry once it is "
-        "done, or run the migration with a longer lock_timeout"
+        "done, or give the transaction a longer lock_timeout"
     )
     assert await tables_in(empty_database, "public") == set()
 
@@ -299,6 +299,32 @@ async def test_in_an_env_py_the_filter_knows_a_tenants_table_from_the_packages(
     # removal); none of the package's tables or indexes is, however it was reached.
     assert removed == ({"models"} if search_path.startswith("user_1") else set())
     assert removed_indexes & OWNED_INDEXES == set()
+
+
+async def test_passes_on_one_connection_each_resolve_names_afresh(empty_database: URL) -> None:
+    """A host may run every tenant's pass on one connection, changing its search_path."""
+    await migrate_with_the_package(empty_database)
+    await execute(
+        empty_database,
+        "CREATE SCHEMA user_1",
+        "CREATE SCHEMA user_2",
+        "CREATE TABLE user_1.models (id int PRIMARY KEY)",  # user_2 has none
+    )
+    engine = create_engine(empty_database, poolclass=NullPool)
+    proposed: dict[str, list[Any]] = {}
+    try:
+        async with engine.connect() as connection:
+            for tenant in ("user_1", "user_2"):
+                await connection.execute(text(f"SET search_path = {tenant}, public"))
+                proposed[tenant] = await connection.run_sync(compared_in_an_env_py)
+    finally:
+        await engine.dispose()
+
+    def removed(tenant: str) -> set[str]:
+        return {diff[1].fullname for diff in proposed[tenant] if diff[0] == "remove_table"}
+
+    assert removed("user_1") == {"models"}  # the tenant's own
+    assert removed("user_2") == set()  # public.models, reached through the path: left out
 
 
 @pytest.mark.parametrize(

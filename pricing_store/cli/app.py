@@ -398,7 +398,8 @@ async def recorded_revision(url: str) -> str | None:
         raise PricingStoreError(
             f"the database records the package's revision {', '.join(sorted(legacy))} in the "
             "shared public.alembic_version, as an earlier version did: run "
-            "`pricing-store migrate` once (it moves it), or migrate-sql without --database-url"
+            "`pricing-store migrate` once, which moves it to the package's own table (the "
+            "offline SQL would not, and would leave it there)"
         )
     return max(recorded) if recorded else None  # one chain: one revision recorded
 

@@ -101,7 +101,7 @@ class Leases:
             self._lost(key)
 
     async def _renew(self) -> None:
-        failing = False  # warned of once an outage, not every third of a lease
+        causes: set[type[Exception]] = set()  # warned of once each an outage, not each retry
         while self._held:
             await asyncio.sleep(self.seconds / 3)
             asked, sent = time.monotonic(), dict(self._held)
@@ -110,11 +110,11 @@ class Leases:
             except LookupClosedError:
                 return
             except Exception as error:
-                log = logger.debug if failing else logger.warning
+                log = logger.debug if type(error) in causes else logger.warning
                 log("pricing_store: leases not renewed (%s); retrying", error)
-                failing = True
+                causes.add(type(error))
                 continue
-            failing = False
+            causes.clear()
             renewed = {row[0] for row in rows}
             for key, (claim, _) in sent.items():
                 if self._held.get(key, (None,))[0] is not claim:

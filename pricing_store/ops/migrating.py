@@ -62,10 +62,13 @@ def serialise_and_bound(connection: Connection) -> None:
         )
         if setting is None:
             raise
+        cause = f"this transaction's own {setting} ran out"
+        if setting == "statement_timeout":
+            cause += " (or it was cancelled)"
         raise CommandError(
             f"migration stopped: another migrator of pricing_store's tables was still running "
-            f"when this transaction's own {setting} ran out; nothing was changed. Retry once it "
-            f"is done, or run the migration with a longer {setting}"
+            f"when {cause}; nothing was changed. Retry once it is done, or give the "
+            f"transaction a longer {setting}"
         ) from error
     lock_timeout, statement_timeout = timeouts()
     connection.execute(

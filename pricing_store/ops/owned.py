@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -58,6 +59,8 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | 
     `models` table is compared while `public.brand_groups`, reached through the same
     `search_path`, is left out. Outside an env.py run, no schema means `public`.
     """
+    if type_ == "schema":
+        return True  # the host's filter decides which schemas to compare
     schema = parent_names.get("schema_name")
     if schema is None:
         relation = name if type_ in ("table", "sequence") else parent_names.get("table_name")
@@ -69,9 +72,10 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | 
     return name not in OWNED_NAMES.get(type_, frozenset())
 
 
-# The schema each name resolved to, on the connection `_resolved_on` refers to.
+# The schema each name resolved to in the migration context `_resolved_on` refers to (a
+# pass's own: a host may change the search_path between passes on one connection).
 _resolved: dict[str | None, str] = {}
-_resolved_on: list[weakref.ref[Connection]] = []
+_resolved_on: list[weakref.ref[Any]] = []
 RESOLVE_SQL = """
     SELECT namespace.nspname FROM pg_class AS relation
     JOIN pg_namespace AS namespace ON namespace.oid = relation.relnamespace
@@ -85,23 +89,19 @@ def resolved_schema(name: str | None) -> str:
     Read on its connection (its `search_path`), as Alembic's reflection reached it;
     `public` when no env.py runs, it runs offline, or the name is no relation.
     """
-    connection = _running_connection()
-    if connection is None or name is None:
+    from alembic import context
+
+    try:
+        migration = context.get_context()
+    except Exception:  # no env.py runs, or it has not configured its context yet
         return SCHEMA
-    if not _resolved_on or _resolved_on[0]() is not connection:
+    connection = migration.connection
+    if not isinstance(connection, Connection) or name is None:
+        return SCHEMA
+    if not _resolved_on or _resolved_on[0]() is not migration:
         _resolved.clear()
-        _resolved_on[:] = [weakref.ref(connection)]
+        _resolved_on[:] = [weakref.ref(migration)]
     if name not in _resolved:
         found = connection.execute(text(RESOLVE_SQL), {"name": name}).scalar()
         _resolved[name] = found or SCHEMA
     return _resolved[name]
-
-
-def _running_connection() -> Connection | None:
-    from alembic import context
-
-    try:
-        connection = context.get_context().connection
-    except Exception:  # no env.py runs, or it has not configured its context yet
-        return None
-    return connection if isinstance(connection, Connection) else None
