@@ -636,6 +636,7 @@ def summary(history: list[dict[str, Any]], failovers: list[dict[str, Any]]) -> d
     return {
         "faults": dict(Counter(f["kind"] for f in faults)),
         "operations": dict(Counter(f"{r['op']} {r['outcome']}" for r in calls)),
+        "errors": dict(Counter(r["error"] for r in calls if r["outcome"] == "error")),
         "failovers": failovers,
         "p99_read_ms_during_faults": p99(True),
         "p99_read_ms_outside_faults": p99(False),
@@ -682,6 +683,10 @@ def print_report(seed: int, seconds: float, verdict: Verdict, numbers: dict[str,
     )
     print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(numbers["faults"].items())))
     print("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(numbers["operations"].items())))
+    print(
+        "errors reaching callers: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(numbers["errors"].items()))
+    )
     for rule in RULES:
         print(f"  {rule:<32} {len(verdict.violations[rule]):>6} violations")
     print(

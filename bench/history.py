@@ -169,8 +169,8 @@ def generated_twice(history: list[Record], faults: list[Record]) -> tuple[list[R
         for first, again in itertools.pairwise(made):
             # The first call's row may not have been stored: its process was frozen past
             # its lease or cut off, or a failover cut its store, while it ran or just after.
-            window = (first["start"], first["end"])
-            if _faulted(faults, window, SETTLING, first["proc"], topology_only=True):
+            window = (first["start"], first["end"] + SETTLING)  # the call, then its store
+            if _faulted(faults, window, 0.0, first["proc"], topology_only=True):
                 excused += 1
             else:
                 twice.append(again)

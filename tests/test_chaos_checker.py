@@ -172,8 +172,12 @@ def test_a_second_generator_call_is_reported_unless_a_fault_explains_it() -> Non
         fault("generator fails", 0.9, 4.0),
     ):
         assert rules_broken([*CLEAN, again, unrelated]) == {"generated twice": 1}
-    # A failover that cut the first holder's store does.
+    # A failover that cut the first holder's store does, even one that began as the
+    # generator returned; not one that had ended before the first call began.
     assert rules_broken([*CLEAN, again, fault("primary killed", 1.2, 9.0)]) == {}
+    assert rules_broken([*CLEAN, again, fault("primary killed", 1.35, 9.0)]) == {}
+    earlier = fault("primary killed", -9.0, 0.5)
+    assert rules_broken([*CLEAN, again, earlier]) == {"generated twice": 1}
 
 
 def test_errors_outside_a_fault_and_foreign_errors_are_reported() -> None:
