@@ -173,3 +173,20 @@ def test_the_metrics_production_md_lists_are_the_ones_reported() -> None:
     listed = set(re.findall(r"`(pricing_store\.[a-z_.]+)`", table)) - not_instruments
     assert listed == reported
     assert len(reported) == 9
+
+
+def test_what_operators_md_says_one_downgrade_from_head_does_is_the_head_revisions() -> None:
+    from alembic.script import ScriptDirectory
+
+    from pricing_store.ops import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    (head,) = scripts.get_heads()
+    downgrade = " ".join(scripts.get_revision(head).module.DOWNGRADE_STATEMENTS)
+    page = (ROOT / "docs" / "operators.md").read_text()
+    assert (
+        "`make downgrade` undoes one revision: from head today, the notifications go back" in page
+    )
+    counter = "pricing_store_change_sequence"
+    assert f"(`public.{counter}`), which it\ncreates again" in page
+    assert f"CREATE TABLE IF NOT EXISTS public.{counter}" in downgrade  # what one step puts back
