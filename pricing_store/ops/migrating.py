@@ -174,34 +174,33 @@ def carry_over_version(connection: Connection, revisions: set[str]) -> None:
     one of the package's `revisions` move; the shared table is dropped only when nothing
     else was in it (the package had made it).
     """
-    shared = f"{SCHEMA}.{SHARED_VERSION_TABLE}"
-    if exists(connection, QUALIFIED_VERSION_TABLE) or not exists(connection, shared):
-        return
-    recorded = list(connection.scalars(text(f"SELECT version_num FROM {shared}")))
-    ours = [revision for revision in recorded if revision in revisions]
+    ours = sorted(recorded_in_shared_table(connection, revisions))
     if not ours:
         return
+    shared = f"{SCHEMA}.{SHARED_VERSION_TABLE}"
     connection.execute(text(CREATE_VERSION_TABLE))
     connection.execute(
         text(f"INSERT INTO {QUALIFIED_VERSION_TABLE} (version_num) VALUES (:revision)"),
         [{"revision": revision} for revision in ours],
     )
-    if len(ours) == len(recorded):
+    connection.execute(text(f"DELETE FROM {shared} WHERE version_num = ANY(:ours)"), {"ours": ours})
+    if connection.scalar(text(f"SELECT NOT EXISTS (SELECT FROM {shared})")):
         connection.execute(text(f"DROP TABLE {shared}"))
-    else:
-        connection.execute(
-            text(f"DELETE FROM {shared} WHERE version_num = ANY(:ours)"), {"ours": ours}
-        )
 
 
-def recorded_in_shared_table(connection: Connection) -> set[str]:
-    """The package's revisions an earlier version recorded in a shared `alembic_version`."""
+def recorded_in_shared_table(connection: Connection, revisions: set[str] | None = None) -> set[str]:
+    """The package's `revisions` (all of them by default) in a shared `alembic_version`.
+
+    An earlier version of the package recorded them there; none are read once the
+    package's own version table exists.
+    """
     shared = f"{SCHEMA}.{SHARED_VERSION_TABLE}"
     if exists(connection, QUALIFIED_VERSION_TABLE) or not exists(connection, shared):
         return set()
-    recorded = set(connection.scalars(text(f"SELECT version_num FROM {shared}")))
-    scripts = ScriptDirectory.from_config(alembic_config())
-    return recorded & {script.revision for script in scripts.walk_revisions()}
+    if revisions is None:
+        scripts = ScriptDirectory.from_config(alembic_config())
+        revisions = {script.revision for script in scripts.walk_revisions()}
+    return set(connection.scalars(text(f"SELECT version_num FROM {shared}"))) & revisions
 
 
 def drop_version_table_if_empty(connection: Connection) -> None:
