@@ -72,10 +72,9 @@ def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | 
     return name not in OWNED_NAMES.get(type_, frozenset())
 
 
-# The schema each name resolved to in the migration context `_resolved_on` refers to (a
-# pass's own: a host may change the search_path between passes on one connection).
-_resolved: dict[str | None, str] = {}
-_resolved_on: list[weakref.ref[Any]] = []
+# The schema each name resolved to, per migration context (a pass's own: a host may
+# change the search_path between passes on one connection).
+_resolved: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 RESOLVE_SQL = """
     SELECT namespace.nspname FROM pg_class AS relation
     JOIN pg_namespace AS namespace ON namespace.oid = relation.relnamespace
@@ -98,10 +97,8 @@ def resolved_schema(name: str | None) -> str:
     connection = migration.connection
     if not isinstance(connection, Connection) or name is None:
         return SCHEMA
-    if not _resolved_on or _resolved_on[0]() is not migration:
-        _resolved.clear()
-        _resolved_on[:] = [weakref.ref(migration)]
-    if name not in _resolved:
+    resolved = _resolved.setdefault(migration, {})
+    if name not in resolved:
         found = connection.execute(text(RESOLVE_SQL), {"name": name}).scalar()
-        _resolved[name] = found or SCHEMA
-    return _resolved[name]
+        resolved[name] = found or SCHEMA
+    return resolved[name]
