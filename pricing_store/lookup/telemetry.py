@@ -35,6 +35,8 @@ class Observed(Protocol):
         ...
 
 
+# A counter's series: the LookupStats field it reads, and the eviction cause ("" for none).
+Series = tuple[str, str]
 # Counters summed over lookups, by the LookupStats field each reads.
 COUNTED = ("hits", "misses", "notifications", "leases_lost")
 # How long one collection waits, in all, for lookups' event loops to read their counters.
@@ -69,8 +71,9 @@ class Telemetry:
         from opentelemetry import metrics, trace
 
         self._watched: dict[int, Watched] = {}
-        self._retired: Counter[str] = Counter()  # "hits", ..., "evictions:<cause>"
-        self._highest: dict[str, float] = {}
+        # Kept counts, by (field, cause): ("hits", ""), ..., ("evictions", "size").
+        self._retired: Counter[Series] = Counter()
+        self._highest: dict[Series, float] = {}
         self._lock = threading.Lock()
         # Lookups garbage-collected unclosed. A finalizer may run on any thread at any
         # allocation, even one holding `_lock`: it only appends here (a deque's append is
@@ -143,11 +146,11 @@ class Telemetry:
 
     def _keep(self, stats: LookupStats) -> None:
         for field in COUNTED:
-            self._retired[field] += getattr(stats, field)
+            self._retired[field, ""] += getattr(stats, field)
         for cause, count in stats.evictions.items():
-            self._retired[f"evictions:{cause}"] += count
+            self._retired["evictions", cause] += count
 
-    def _collect(self) -> tuple[list[tuple[Watched, LookupStats]], Counter[str]]:
+    def _collect(self) -> tuple[list[tuple[Watched, LookupStats]], Counter[Series]]:
         """Every open lookup's counters, and the kept counts, taken together.
 
         A collection waits READ_TIMEOUT at most in all: a loop that does not answer in time
@@ -196,7 +199,7 @@ class Telemetry:
             return False  # the loop closed, or is busy: its last reading stands
         return True
 
-    def _monotonic(self, series: str, value: float) -> float:
+    def _monotonic(self, series: Series, value: float) -> float:
         with self._lock:
             highest = max(self._highest.get(series, 0.0), value)
             self._highest[series] = highest
@@ -205,20 +208,20 @@ class Telemetry:
     def _counter(self, field: str) -> Callable[[Any], Iterator[Any]]:
         def observe(options: Any) -> Iterator[Any]:
             read, retired = self._collect()
-            total = sum(getattr(stats, field) for _, stats in read) + retired[field]
-            yield self._observation(self._monotonic(field, total))
+            total = sum(getattr(stats, field) for _, stats in read) + retired[field, ""]
+            yield self._observation(self._monotonic((field, ""), total))
 
         return observe
 
     def _evictions(self, options: Any) -> Iterator[Any]:
         read, retired = self._collect()
         totals = Counter(
-            {key.split(":", 1)[1]: n for key, n in retired.items() if key.startswith("evictions:")}
+            {cause: n for (field, cause), n in retired.items() if field == "evictions"}
         )
         for _, stats in read:
             totals.update(stats.evictions)
         for cause, count in totals.items():
-            yield self._observation(self._monotonic(f"evictions:{cause}", count), {"cause": cause})
+            yield self._observation(self._monotonic(("evictions", cause), count), {"cause": cause})
 
     def _entries(self, options: Any) -> Iterator[Any]:
         read, _ = self._collect()
