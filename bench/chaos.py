@@ -128,36 +128,31 @@ class Recorder:
         start = time.time()
         try:
             result = await call
-        except TimeoutError as error:
-            if cancelled_by_us and not isinstance(error, PricingStoreError):
+        except Exception as error:
+            ours = isinstance(error, TimeoutError) and not isinstance(error, PricingStoreError)
+            if ours and cancelled_by_us:  # the caller's own wait_for ran out
                 self(op=op, key=key, start=start, end=time.time(), outcome="cancelled")
                 return
-            self.failed(op, key, start, error)
-        except Exception as error:
-            self.failed(op, key, start, error)
-        else:
-            standby = {"standby": True} if self.standby and op == "read" else {}
             self(
                 op=op,
                 key=key,
                 start=start,
                 end=time.time(),
-                outcome="ok",
-                version=value(result),
-                **standby,
+                outcome="error",
+                error=type(error).__name__,
+                package=isinstance(error, PricingStoreError),
+                message=str(error)[:200],
             )
-
-    def failed(self, op: str, key: str, start: float, error: Exception) -> None:
-        """An error that reached the caller."""
+            return
+        standby = {"standby": True} if self.standby and op == "read" else {}
         self(
             op=op,
             key=key,
             start=start,
             end=time.time(),
-            outcome="error",
-            error=type(error).__name__,
-            package=isinstance(error, PricingStoreError),
-            message=str(error)[:200],
+            outcome="ok",
+            version=value(result),
+            **standby,
         )
 
 
@@ -577,9 +572,7 @@ class Run:
     async def on_primary(self, sql: str, *arguments: Any) -> int:
         """One query on whichever node is primary now: its value; 0 if none could be had."""
         try:
-            connection = await asyncpg.connect(
-                self.url.replace("postgres://", "postgresql://", 1), timeout=3
-            )
+            connection = await asyncpg.connect(self.url, timeout=3)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return 0
         try:
