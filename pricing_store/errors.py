@@ -199,9 +199,13 @@ def translated(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
+def package_error(error: BaseException, where: str) -> PricingStoreError:
+    """The package's error for `error`: its translation, or a PricingStoreError naming `where`."""
+    return translate(error, where) or PricingStoreError(f"{where}: {first_line(error)}")
+
+
 def raise_translated(error: Exception, where: str) -> NoReturn:
-    """Raise the package error for `error` (from it), or `error` itself when it has none."""
-    package_error = translate(error, where)
-    if package_error is None:
+    """Raise the package's error for `error`, from it (a package error as it is)."""
+    if isinstance(error, PricingStoreError):
         raise error
-    raise package_error from error
+    raise package_error(error, where) from error

@@ -23,6 +23,7 @@ from pricing_store import (
     create_engine,
     create_session_factory,
 )
+from pricing_store.errors import driver_error_of
 from tests.factories import brand_group
 from tests.provision import asyncpg_dsn
 
@@ -323,5 +324,21 @@ async def test_a_lookup_refused_by_the_server_raises_only_the_packages_errors(
             )
             with pytest.raises(DatabaseUnavailableError, match="too many connections"):
                 await lookup.get("Levi's", "jeans")  # 53300: no connection to be had
+    finally:
+        await engine.dispose()
+
+
+async def test_a_repository_refused_by_the_server_raises_only_the_packages_errors(
+    admin_url: URL, limited_role: str
+) -> None:
+    engine = create_engine(admin_url.set(username=limited_role, password=None))
+    try:
+        async with create_session_factory(engine)() as session:
+            with pytest.raises(PricingStoreError, match="permission denied") as denied:
+                await BrandGroupRepository(session).find_by_brand_and_group("Levi's", "jeans")
+        assert type(denied.value) is PricingStoreError  # none of the more precise ones fits
+        assert denied.value.__cause__ is not None
+        refusal = driver_error_of(denied.value.__cause__)
+        assert isinstance(refusal, asyncpg.InsufficientPrivilegeError)
     finally:
         await engine.dispose()
