@@ -1,27 +1,21 @@
 """The cache's rules, in one class that does no I/O, owns no task and reads no clock.
 
-Triggers on both tables send a `pricing_store_changes` notification at the commit of any
-statement that changed them, naming the changed keys (or none: "the whole table"). The
-listener task (`listener.py`) feeds what it hears to `ReferenceCache` as events; a read
-takes a token before it starts and asks `put` whether its value may be stored. Each rule
+It does not care where changes come from: today the listener task (`listener.py`) hears
+the triggers' notifications (`notifications.py` reads them) and feeds each change to
+`ReferenceCache` as an event; a read takes a token before it starts and asks `put` whether
+its value may be stored. Each rule
 is a method, so every order of events can be checked without a server
 (tests/test_cache_interleavings.py); docs/architecture.md draws the whole.
 """
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-CHANNEL = "pricing_store_changes"
 EVICTION_CAUSES = ("key", "table", "reconnect", "size")
-BRAND_GROUPS = "brand_groups"
-# Each table, with how many parts its notified keys have.
-KEY_PARTS = {BRAND_GROUPS: 2, "models": 3}
-# PostgreSQL's own limit on a payload; the triggers send at most 7,900 bytes.
-MAX_PAYLOAD = 8000
+BRAND_GROUPS, MODELS = "brand_groups", "models"
 # How many Brand×Groups to remember versions and replay positions of, between table-wide
 # evictions (a few MB at most).
 REMEMBERED_GROUPS = 100_000
@@ -37,33 +31,6 @@ class Token(NamedTuple):
 
     epoch: int
     group_version: int
-
-
-def parse_change(payload: str) -> Change:
-    """The table and keys a notification names; anything malformed means "everything".
-
-    Any role of the database can NOTIFY the channel, so nothing is trusted: a payload that
-    is too long, not JSON, of an unknown table or with keys of the wrong shape changes the
-    whole table (or both), which is always safe.
-    """
-    if payload in KEY_PARTS:  # the oldest revision's trigger sends the table's name alone
-        return payload, None
-    if len(payload) > MAX_PAYLOAD:
-        return None, None
-    try:
-        message = json.loads(payload)
-        table, keys = message["t"], message["k"]
-    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: "[[[[...]]]]"
-        return None, None
-    if not isinstance(table, str) or table not in KEY_PARTS:
-        return None, None
-    parts = KEY_PARTS[table]
-    if not isinstance(keys, list) or not all(
-        isinstance(key, list) and len(key) == parts and all(isinstance(p, str) for p in key)
-        for key in keys
-    ):
-        return table, None
-    return table, [tuple(key) for key in keys]
 
 
 class ReferenceCache:
@@ -176,12 +143,6 @@ class ReferenceCache:
             if key in entries:
                 entries.move_to_end(key)
 
-    def heard(self, payload: str) -> Change:
-        """A notification arrived: evict what it names; returns the change it names."""
-        table, keys = change = parse_change(payload)
-        self.changed(table, keys)
-        return change
-
     def changed(self, table: str | None, keys: Iterable[Sequence[str]] | None) -> None:
         """A change to these keys of `table` was heard (None: every key, or every table)."""
         self.notifications += 1
@@ -274,7 +235,7 @@ class ReferenceCache:
 
     def _evict_table(self, table: str | None) -> None:
         """Evict whatever a change to any key of `table` (None: of either) may have changed."""
-        if table != "models":
+        if table != MODELS:
             self._clear("table")
             return
         self.tally()

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pricing_store.errors import DatabaseUnavailableError, first_line, translate
-from pricing_store.lookup.cache import CHANNEL, Change, ReferenceCache
+from pricing_store.lookup.cache import Change, ReferenceCache
 from pricing_store.lookup.connections import Connect, close_within
+from pricing_store.lookup.notifications import CHANNEL, parse_change
 
 # Seconds between reconnection attempts, the last one repeated.
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0)
@@ -116,8 +117,10 @@ class ChangeListener:
         return package_error
 
     def _heard(self, connection: object, pid: int, channel: str, payload: str) -> None:
-        """The callback: hands the event to the cache and wakes the task, nothing more."""
-        self._on_change(self._cache.heard(payload))
+        """The callback: hands the change to the cache and wakes the task, nothing more."""
+        change = parse_change(payload)
+        self._cache.changed(*change)
+        self._on_change(change)
         if self._cache.tracks_positions:
             self._wake.set()
 
