@@ -33,7 +33,7 @@ from pricing_store import (
     SchemaNotMigratedError,
     create_engine,
 )
-from pricing_store.lookup.connections import State
+from pricing_store.lookup.lifecycle import State
 from tests.provision import SilentProxy, asyncpg_dsn
 
 BRANDS = 64

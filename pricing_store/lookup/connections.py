@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,9 +20,9 @@ from pricing_store.errors import (
     DatabaseTimeoutError,
     LookupClosedError,
     PricingStoreError,
-    first_line,
-    translate,
+    package_error,
 )
+from pricing_store.lookup.lifecycle import CallsUnderWay, State, result_of
 
 # Errors after which the same statement on a fresh connection may well succeed: the server
 # closed the connection (restart, failover, pg_terminate_backend), is shutting down, or is a
@@ -41,34 +40,6 @@ DEFAULT_TIMEOUT = 30.0
 # Seconds a connection is given to close politely before it is cut (the server may be gone):
 # under a second, so that close() keeps its promise of close_timeout plus a second.
 CLOSE_GRACE = 0.8
-
-
-class State(enum.Enum):
-    """Where a lookup, or one of its pools, is in its life; each only moves forward."""
-
-    NEW = "new"
-    STARTING = "starting"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class CallsUnderWay:
-    """Counts the calls under way (`with calls:` around each), so that close() can wait."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.none = asyncio.Event()
-        self.none.set()
-
-    def __enter__(self) -> None:
-        self.count += 1
-        self.none.clear()
-
-    def __exit__(self, *_: object) -> None:
-        self.count -= 1
-        if not self.count:
-            self.none.set()
 
 
 async def close_within(connection: Any, seconds: float = CLOSE_GRACE) -> None:
@@ -101,8 +72,7 @@ class DriverPool:
         self._in_use: set[Any] = set()
         self._connecting: set[asyncio.Future[Any]] = set()
         self._free = asyncio.Semaphore(size)
-        self._busy = 0
-        self._all_free = asyncio.Event()
+        self._reads = CallsUnderWay()
         self.state = State.OPEN
 
     async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
@@ -119,18 +89,18 @@ class DriverPool:
             await self._wait_for_a_connection()
         else:
             await self._free.acquire()  # returns at once
-        self._busy += 1
         try:
-            if self.state is not State.OPEN:
-                raise LookupClosedError()
-            try:
-                return await self._read_on(self._pop_open(), method, sql, arguments)
-            except CONNECTION_LOST as error:
-                if self.state is not State.OPEN or isinstance(error, TimeoutError):
-                    raise
-                # A lost connection usually means the server dropped all of them.
-                self._idle = [each for each in self._idle if not each.is_closed()]
-                return await self._read_on(None, method, sql, arguments)
+            with self._reads:
+                if self.state is not State.OPEN:
+                    raise LookupClosedError()
+                try:
+                    return await self._read_on(self._pop_open(), method, sql, arguments)
+                except CONNECTION_LOST as error:
+                    if self.state is not State.OPEN or isinstance(error, TimeoutError):
+                        raise
+                    # A lost connection usually means the server dropped all of them.
+                    self._idle = [each for each in self._idle if not each.is_closed()]
+                    return await self._read_on(None, method, sql, arguments)
         except Exception as error:
             if self.state is not State.OPEN and not isinstance(error, LookupClosedError):
                 raise LookupClosedError() from error  # cut by close()
@@ -140,15 +110,9 @@ class DriverPool:
                 raise DatabaseTimeoutError(
                     f"a statement ran past the engine's command_timeout at {self._where}"
                 ) from error
-            package_error = translate(error, self._where)
-            raise package_error or PricingStoreError(
-                f"{self._where}: {first_line(error)}"
-            ) from error
+            raise package_error(error, self._where) from error
         finally:
-            self._busy -= 1
             self._free.release()
-            if not self._busy:
-                self._all_free.set()
 
     async def _wait_for_a_connection(self) -> None:
         try:
@@ -215,11 +179,9 @@ class DriverPool:
         """
         if self.state is State.OPEN:
             self.state = State.CLOSING
-            if self._busy:
-                self._all_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._all_free.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._reads.none.wait()
             self.state = State.CLOSED
             for connection in list(self._in_use):
                 self._give_back(connection, reusable=False)
@@ -227,15 +189,3 @@ class DriverPool:
                 connecting.cancel()
         idle, self._idle = self._idle, []
         await asyncio.gather(*(close_within(connection) for connection in idle))
-
-
-async def result_of(shared: asyncio.Future[Any]) -> Any:
-    """Await a future others share without cancelling it for them; cancelled means closed.
-
-    Raises:
-        LookupClosedError: if the lookup's close() cancelled it.
-    """
-    await asyncio.wait((shared,))  # the caller's own cancellation still reaches the caller
-    if shared.cancelled():
-        raise LookupClosedError()
-    return shared.result()

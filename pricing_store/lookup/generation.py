@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Protocol
 
 from pricing_store.errors import (
     DatabaseUnavailableError,
@@ -26,58 +23,17 @@ from pricing_store.errors import (
     InvalidValueError,
     LookupClosedError,
 )
-from pricing_store.lookup.connections import DriverPool, result_of
+from pricing_store.lookup.connections import DriverPool
+from pricing_store.lookup.generator import BRAND_GROUP, MODEL, GeneratedKey, Kind, PriceGenerator
 from pricing_store.lookup.leases import Leases, lease_key
+from pricing_store.lookup.lifecycle import result_of
 from pricing_store.lookup.telemetry import generation_span, generator_call
-from pricing_store.models import BrandGroup, Model
-from pricing_store.models.base import KeyedModel
 from pricing_store.repositories.rows import item_values
 from pricing_store.repositories.statements import insert_or_select, parameters, same_key, table_of
 
 RECHECK_EVERY = 0.5
 # Seconds a failed generation is remembered, for the callers that asked before it failed.
 KEEP_FAILURES = 60.0
-
-GeneratedKey = tuple[str, ...]
-
-
-class PriceGenerator(Protocol):
-    """What `PricingLookup.get_or_generate` asks for a missing row (an LLM client, say).
-
-    Each method returns the row's column values, as a mapping or a model object; the key
-    columns may be left out, and must match the key asked for when given.
-    """
-
-    async def brand_group(self, brand: str, group: str) -> Mapping[str, object] | BrandGroup:
-        """Generate the Brand×Group's row."""
-        ...
-
-    async def model(self, brand: str, group: str, model: str) -> Mapping[str, object] | Model:
-        """Generate the model's row."""
-        ...
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One table that rows can be generated for."""
-
-    description: str
-    row_class: type[KeyedModel]
-    method: str
-
-    @property
-    def table(self) -> str:
-        """The table's name, as change notifications give it."""
-        return table_of(self.row_class).name
-
-    def describe(self, key: GeneratedKey) -> str:
-        """`brand group ("Levi's", "jeans")`, for messages."""
-        parts = ", ".join(json.dumps(part, ensure_ascii=False) for part in key)
-        return f"{self.description} ({parts})"
-
-
-BRAND_GROUP = Kind("brand group", BrandGroup, "brand_group")
-MODEL = Kind("model", Model, "model")
 
 
 def exists_sql(kind: Kind) -> str:
@@ -273,17 +229,3 @@ class Generations:
     async def close(self) -> None:
         """Stop renewing leases and close their connections, within CLOSE_GRACE seconds."""
         await self._leases.close()
-
-
-def checked_generator(generator: object) -> PriceGenerator:
-    """The generator, once it is known to have both methods.
-
-    Raises:
-        InvalidValueError: if it lacks `brand_group` or `model`.
-    """
-    for method in (BRAND_GROUP.method, MODEL.method):
-        if not callable(getattr(generator, method, None)):
-            raise InvalidValueError(
-                "generator", f"must have async methods brand_group and model; no {method}"
-            )
-    return generator  # type: ignore[return-value]

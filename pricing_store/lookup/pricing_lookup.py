@@ -24,24 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from pricing_store.db import driver_connector, require_read_write, settings_of
 from pricing_store.errors import InvalidValueError, LookupClosedError, PricingStoreError
 from pricing_store.lookup.cache import Change, ReferenceCache, Token
-from pricing_store.lookup.connections import (
-    CLOSE_GRACE,
-    DEFAULT_TIMEOUT,
-    CallsUnderWay,
-    DriverPool,
-    State,
-    result_of,
-)
-from pricing_store.lookup.generation import (
+from pricing_store.lookup.connections import CLOSE_GRACE, DEFAULT_TIMEOUT, DriverPool
+from pricing_store.lookup.generation import Generations
+from pricing_store.lookup.generator import (
     BRAND_GROUP,
     MODEL,
-    Generations,
     Kind,
     PriceGenerator,
     checked_generator,
 )
 from pricing_store.lookup.keys import CanonicalKeys, Key, listed_keys
 from pricing_store.lookup.leases import DEFAULT_LEASE_SECONDS
+from pricing_store.lookup.lifecycle import CallsUnderWay, State, result_of
 from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT, ChangeListener
 from pricing_store.lookup.prerequisites import require_schema
 from pricing_store.lookup.queries import (
