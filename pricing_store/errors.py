@@ -200,12 +200,24 @@ def translated(method: Method) -> Method:
 
 
 def package_error(error: BaseException, where: str) -> PricingStoreError:
-    """The package's error for `error`: its translation, or a PricingStoreError naming `where`."""
-    return translate(error, where) or PricingStoreError(f"{where}: {first_line(error)}")
+    """Its translation, or a PricingStoreError naming `where` with the driver's message."""
+    return translate(error, where) or PricingStoreError(
+        f"{where}: {first_line(driver_error_of(error))}"
+    )
 
 
 def raise_translated(error: Exception, where: str) -> NoReturn:
-    """Raise the package's error for `error`, from it (a package error as it is)."""
+    """Raise the package's error for a failure on the database side, from it.
+
+    A statement the server refused for a reason no other error names is a plain
+    PricingStoreError. Anything else (a package error, a lost connection's OSError, an
+    error of the caller's own code) is raised as it is.
+    """
     if isinstance(error, PricingStoreError):
         raise error
-    raise package_error(error, where) from error
+    translation = translate(error, where)
+    if translation is None and isinstance(driver_error_of(error), asyncpg.PostgresError):
+        translation = package_error(error, where)
+    if translation is None:
+        raise error
+    raise translation from error

@@ -334,11 +334,25 @@ async def test_a_repository_refused_by_the_server_raises_only_the_packages_error
     engine = create_engine(admin_url.set(username=limited_role, password=None))
     try:
         async with create_session_factory(engine)() as session:
-            with pytest.raises(PricingStoreError, match="permission denied") as denied:
+            with pytest.raises(PricingStoreError) as denied:
                 await BrandGroupRepository(session).find_by_brand_and_group("Levi's", "jeans")
+        assert str(denied.value).endswith(": permission denied for table brand_groups")
         assert type(denied.value) is PricingStoreError  # none of the more precise ones fits
         assert denied.value.__cause__ is not None
         refusal = driver_error_of(denied.value.__cause__)
         assert isinstance(refusal, asyncpg.InsufficientPrivilegeError)
     finally:
         await engine.dispose()
+
+
+async def test_an_error_of_the_hosts_own_code_inside_a_repository_call_stays_as_it_is(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    def refuse(state: object) -> None:
+        raise LookupError("the host's own listener")
+
+    async with session_factory() as session:
+        event.listen(session.sync_session, "do_orm_execute", refuse)
+        with pytest.raises(LookupError, match="the host's own listener") as raised:
+            await BrandGroupRepository(session).find_by_brand_and_group("Levi's", "jeans")
+    assert not isinstance(raised.value, PricingStoreError)

@@ -113,7 +113,8 @@ class ChangeListener:
         package_error = translate(error, self._where) or DatabaseUnavailableError(
             self._where, f"not listening for changes: {first_line(error)}"
         )
-        package_error.__cause__ = error
+        if package_error is not error:  # already the package's: its cause is set
+            package_error.__cause__ = error
         return package_error
 
     def _heard(self, connection: object, pid: int, channel: str, payload: str) -> None:
