@@ -35,6 +35,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 Connect = Callable[[], Awaitable[Any]]
+# A connection's method by name ("fetch", "fetchrow"), or a function of the connection that
+# runs statements on it one after another.
+Read = str | Callable[..., Awaitable[Any]]
 # Seconds a read waits for a free connection, as SQLAlchemy's pool_timeout by default.
 DEFAULT_TIMEOUT = 30.0
 # Seconds a connection is given to close politely before it is cut (the server may be gone):
@@ -84,7 +87,11 @@ class DriverPool:
         """Run a read and return its first row, or None; the server stops at that row."""
         return await self._read("fetchrow", sql, arguments)
 
-    async def _read(self, method: str, sql: str, arguments: Sequence[Any]) -> Any:
+    async def run(self, read: Callable[..., Awaitable[Any]], sql: str, *arguments: Any) -> Any:
+        """`read(connection, sql, *arguments)` on one connection, retried as a read is."""
+        return await self._read(read, sql, arguments)
+
+    async def _read(self, method: Read, sql: str, arguments: Sequence[Any]) -> Any:
         if self._free.locked():  # every connection busy: wait, but not for ever
             await self._wait_for_a_connection()
         else:
@@ -125,7 +132,7 @@ class DriverPool:
             ) from None
 
     async def _read_on(
-        self, connection: Any, method: str, sql: str, arguments: Sequence[Any]
+        self, connection: Any, method: Read, sql: str, arguments: Sequence[Any]
     ) -> Any:
         if connection is None:
             # A task of its own, so that close() can cut a connect the network holds up.
@@ -146,7 +153,10 @@ class DriverPool:
         self._in_use.add(connection)
         log_statement(sql, arguments)
         try:
-            result = await getattr(connection, method)(sql, *arguments)
+            if isinstance(method, str):
+                result = await getattr(connection, method)(sql, *arguments)
+            else:
+                result = await method(connection, sql, *arguments)
         except asyncpg.PostgresError as error:
             # The server refused the statement; the connection itself is fine, unless the
             # error says it is going away.

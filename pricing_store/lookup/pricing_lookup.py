@@ -39,10 +39,9 @@ from pricing_store.lookup.lifecycle import CallsUnderWay, State, result_of
 from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT, ChangeListener
 from pricing_store.lookup.prerequisites import require_schema
 from pricing_store.lookup.queries import (
-    GET_MANY_ON_STANDBY_SQL,
     GET_MANY_SQL,
-    GET_ON_STANDBY_SQL,
     GET_SQL,
+    fetch_at_replay,
     prepared_for_lookups,
 )
 from pricing_store.lookup.reference import (
@@ -354,14 +353,16 @@ class PricingLookup:
             await self.start()
         pool, cache = self._pool, self._cache
         token = cache.token(key) if cache is not None else None
-        on_standby = cache is not None and self._tracks_replay
+        replayed = None
         with self._under_way:
-            row = await pool.fetchrow(GET_ON_STANDBY_SQL if on_standby else GET_SQL, *key)
-        # On a standby a row comes even for no match, its model_found NULL.
-        found = row is not None and row["model_found"] is not None
-        reference = reference_from_row(row, self._parse_list) if found else None
+            if cache is not None and self._tracks_replay:  # perhaps a standby
+                replayed, rows = await pool.run(fetch_at_replay, GET_SQL, *key)
+                row = rows[0] if rows else None
+            else:
+                row = await pool.fetchrow(GET_SQL, *key)
+        reference = reference_from_row(row, self._parse_list) if row is not None else None
         if cache is not None and token is not None:  # both or neither
-            cache.put(key, key, reference, token, row["replayed"] if on_standby else None)
+            cache.put(key, key, reference, token, replayed)
         return reference
 
     async def get_or_generate(
@@ -494,10 +495,8 @@ class PricingLookup:
         brands, groups, models = zip(*distinct, strict=True)
         pool = self._pool
         replayed = None
-        if self._tracks_replay and cache is not None:
-            rows = await pool.fetch(GET_MANY_ON_STANDBY_SQL, brands, groups, models)
-            replayed = rows[0]["replayed"]
-            rows = [row for row in rows if row["model_found"] is not None]  # not "no match"
+        if self._tracks_replay and cache is not None:  # perhaps a standby
+            replayed, rows = await pool.run(fetch_at_replay, GET_MANY_SQL, brands, groups, models)
         else:
             rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}

@@ -76,15 +76,6 @@ GET_SQL = f"""
         ON {same_key(GROUP_KEY, columns_of("bg"), "m")} AND m.{MODEL_KEY[-1]} = $3
     WHERE {same_key(GROUP_KEY, parameters(GROUP_KEY), "bg")}
 """
-# With listen_to, the same with the position the server has replayed to (NULL unless it is
-# a standby now: a primary that went through recovery or promotion keeps its last replay
-# position, frozen), in a row even for no match.
-REPLAYED = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
-GET_ON_STANDBY_SQL = f"""
-    SELECT found.*, replay.replayed
-    FROM (SELECT {REPLAYED} AS replayed) AS replay
-    LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
-"""
 # The same for many keys at once; a row names its key (brand, group_name and model).
 GET_MANY_SQL = f"""
     SELECT {reference_fields(f"k.{MODEL_KEY[-1]}")}
@@ -92,11 +83,22 @@ GET_MANY_SQL = f"""
     JOIN {BRAND_GROUPS.fullname} AS bg ON {same_key(GROUP_KEY, columns_of("k"), "bg")}
     LEFT JOIN {MODELS.fullname} AS m ON {same_key(MODEL_KEY, columns_of("k"), "m")}
 """
-GET_MANY_ON_STANDBY_SQL = f"""
-    SELECT found.*, replay.replayed
-    FROM (SELECT {REPLAYED} AS replayed) AS replay
-    LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
-"""
+# How far a standby has replayed: NULL unless the server is a standby now (a primary that
+# went through recovery or promotion keeps its last replay position, frozen).
+REPLAYED_SQL = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END"
+
+
+async def fetch_at_replay(connection: Any, sql: str, *arguments: Any) -> tuple[int | None, Any]:
+    """How far the server has replayed (None: it is no standby), then the read's rows.
+
+    Asked first, in a statement of its own: the read's snapshot is taken after the answer,
+    so what it returns is at least as new as that position. (Asked in the read's own
+    statement, it comes after the snapshot, and a change replayed in between would make
+    an old row look new.)
+    """
+    replayed = await connection.fetchval(REPLAYED_SQL)
+    return replayed, await connection.fetch(sql, *arguments)
+
 
 # Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
 # the engine names its own). The lookups are key equalities: one generic plan serves every
