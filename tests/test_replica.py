@@ -19,6 +19,13 @@ from sqlalchemy.engine import URL
 
 from pricing_store import PricingLookup, PricingStoreError, create_engine
 from pricing_store.lookup import cache as cache_module
+from pricing_store.lookup.cache import ReferenceCache
+from pricing_store.lookup.queries import (
+    GET_ON_STANDBY_SQL,
+    POSITION_SQL,
+    POSITION_UNKNOWN,
+    fetch_at_replay,
+)
 from tests.helpers import Counted, eventually
 from tests.provision import DelayingProxy, OwnServer, Standby, asyncpg_dsn, free_port
 
@@ -157,6 +164,59 @@ async def test_a_lagging_standby_is_served_but_not_cached(
     finally:
         await primary_engine.dispose()
         await standby_engine.dispose()
+
+
+class EachStatementElsewhere:
+    """Real connections taking a client's statements in turn, each the next one's: what a
+    proxy does that sends each statement wherever it likes (PgBouncer rotating hosts)."""
+
+    def __init__(self, *servers: asyncpg.Connection) -> None:
+        self.servers = servers
+        self.sent: list[tuple[int, str]] = []
+
+    def next(self, sql: str) -> asyncpg.Connection:
+        server = len(self.sent) % len(self.servers)
+        self.sent.append((server, sql))
+        return self.servers[server]
+
+    async def fetchrow(self, sql: str, *arguments: object) -> asyncpg.Record | None:
+        return await self.next(sql).fetchrow(sql, *arguments)
+
+    async def fetch(self, sql: str, *arguments: object) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.next(sql).fetch(sql, *arguments)
+        return rows
+
+
+async def test_a_standby_read_asks_how_far_it_replayed_before_it_takes_its_snapshot(
+    primary: asyncpg.Connection, on_standby: asyncpg.Connection
+) -> None:
+    written = await primary.fetchval("SELECT pg_current_wal_lsn()")
+    await replayed_up_to_now(primary, on_standby)
+    one_server = EachStatementElsewhere(on_standby)
+    replayed, rows = await fetch_at_replay(one_server, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
+    assert one_server.sent == [(0, POSITION_SQL), (0, GET_ON_STANDBY_SQL)]  # in this order
+    assert replayed is not None
+    assert replayed >= written
+    assert [row["base_price"] for row in rows] == [Decimal("25.00")]
+    missing = await fetch_at_replay(one_server, GET_ON_STANDBY_SQL, "Zara", "dresses", None)
+    assert missing == (replayed, [])  # no match: no row, the position all the same
+
+
+@pytest.mark.parametrize("order", ["primary first", "standby first"])
+async def test_a_position_and_a_read_answered_by_two_servers_are_never_cached(
+    primary: asyncpg.Connection, on_standby: asyncpg.Connection, order: str
+) -> None:
+    await replayed_up_to_now(primary, on_standby)
+    servers = (primary, on_standby) if order == "primary first" else (on_standby, primary)
+    split = EachStatementElsewhere(*servers)
+    replayed, rows = await fetch_at_replay(split, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
+    assert [server for server, _ in split.sent] == [0, 1]
+    assert replayed == POSITION_UNKNOWN
+    assert len(rows) == 1
+    cache = ReferenceCache(10, tracks_positions=True)
+    cache.back(0, 0)  # listening, and nothing needed: any position would do
+    key = ("Levi's", "jeans", None)
+    assert not cache.put(key, key, rows[0], cache.token(key), replayed)
 
 
 async def test_a_missing_key_is_not_cached_as_missing_while_the_standby_lags(

@@ -39,7 +39,9 @@ from pricing_store.lookup.lifecycle import CallsUnderWay, State, result_of
 from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT, ChangeListener
 from pricing_store.lookup.prerequisites import require_schema
 from pricing_store.lookup.queries import (
+    GET_MANY_ON_STANDBY_SQL,
     GET_MANY_SQL,
+    GET_ON_STANDBY_SQL,
     GET_SQL,
     fetch_at_replay,
     prepared_for_lookups,
@@ -311,7 +313,8 @@ class PricingLookup:
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.
 
-        One round trip, or none on a cache hit. Keys are trimmed and NFC-normalised.
+        One round trip, or none on a cache hit; two with a cache and `listen_to` (the first
+        asks how far a standby has replayed). Keys are trimmed and NFC-normalised.
 
         Raises:
             InvalidValueError: if a key is not a valid key.
@@ -355,8 +358,10 @@ class PricingLookup:
         token = cache.token(key) if cache is not None else None
         replayed = None
         with self._under_way:
-            if cache is not None and self._tracks_replay:  # perhaps a standby
-                replayed, rows = await pool.run(fetch_at_replay, GET_SQL, *key)
+            # Perhaps a standby. A read begun while the cache is not in use is never stored
+            # (coming back changes every token), so it needs no position.
+            if cache is not None and cache.active and self._tracks_replay:
+                replayed, rows = await pool.run(fetch_at_replay, GET_ON_STANDBY_SQL, *key)
                 row = rows[0] if rows else None
             else:
                 row = await pool.fetchrow(GET_SQL, *key)
@@ -452,6 +457,8 @@ class PricingLookup:
     ) -> dict[Any, PriceReference | None]:
         """Return a reference (or None) for every key, in one round trip for all misses.
 
+        With a cache and `listen_to`, a second comes first: how far a standby has replayed.
+
         Each key is `(brand, group)` or `(brand, group, model_or_None)`; the result is keyed by
         the tuples exactly as passed.
 
@@ -495,8 +502,10 @@ class PricingLookup:
         brands, groups, models = zip(*distinct, strict=True)
         pool = self._pool
         replayed = None
-        if self._tracks_replay and cache is not None:  # perhaps a standby
-            replayed, rows = await pool.run(fetch_at_replay, GET_MANY_SQL, brands, groups, models)
+        if cache is not None and cache.active and self._tracks_replay:  # perhaps a standby
+            replayed, rows = await pool.run(
+                fetch_at_replay, GET_MANY_ON_STANDBY_SQL, brands, groups, models
+            )
         else:
             rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)
         by_key: dict[Key, PriceReference] = {}
