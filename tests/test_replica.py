@@ -20,11 +20,11 @@ from sqlalchemy.engine import URL
 from pricing_store import PricingLookup, PricingStoreError, create_engine
 from pricing_store.lookup import cache as cache_module
 from pricing_store.lookup.cache import ReferenceCache
-from pricing_store.lookup.queries import (
+from pricing_store.lookup.replay import (
     GET_ON_STANDBY_SQL,
     POSITION_SQL,
     POSITION_UNKNOWN,
-    fetch_at_replay,
+    ReplayPositions,
 )
 from tests.helpers import Counted, eventually
 from tests.provision import DelayingProxy, OwnServer, Standby, asyncpg_dsn, free_port
@@ -187,19 +187,43 @@ class EachStatementElsewhere:
         return rows
 
 
-async def test_a_standby_read_asks_how_far_it_replayed_before_it_takes_its_snapshot(
+async def test_a_standby_read_knows_how_far_it_replayed_before_it_took_its_snapshot(
     primary: asyncpg.Connection, on_standby: asyncpg.Connection
 ) -> None:
-    written = await primary.fetchval("SELECT pg_current_wal_lsn()")
-    await replayed_up_to_now(primary, on_standby)
-    one_server = EachStatementElsewhere(on_standby)
-    replayed, rows = await fetch_at_replay(one_server, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
-    assert one_server.sent == [(0, POSITION_SQL), (0, GET_ON_STANDBY_SQL)]  # in this order
+    async def change_and_replay(price: int) -> int:
+        await primary.execute(
+            "UPDATE public.brand_groups SET base_price = $1 WHERE brand = 'Nike'", price
+        )
+        position: int = await primary.fetchval("SELECT pg_current_wal_lsn()")
+        await replayed_up_to_now(primary, on_standby)
+        return position
+
+    needed = [await change_and_replay(61)]
+    positions, one_server = ReplayPositions(), EachStatementElsewhere(on_standby)
+    read = positions.reader(lambda position: position is not None and position >= needed[0])
+    replayed, rows = await read(one_server, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
+    # A new connection asks first, in a statement of its own: its snapshot comes after.
+    assert one_server.sent == [(0, POSITION_SQL), (0, GET_ON_STANDBY_SQL)]
     assert replayed is not None
-    assert replayed >= written
+    assert replayed >= needed[0]
     assert [row["base_price"] for row in rows] == [Decimal("25.00")]
-    missing = await fetch_at_replay(one_server, GET_ON_STANDBY_SQL, "Zara", "dresses", None)
-    assert missing == (replayed, [])  # no match: no row, the position all the same
+
+    # The next read uses the position its predecessor ended at, before the change replayed
+    # since: its own snapshot includes at least that.
+    replayed_since = await change_and_replay(62)
+    again, missing = await read(one_server, GET_ON_STANDBY_SQL, "Zara", "dresses", None)
+    assert one_server.sent[2:] == [(0, GET_ON_STANDBY_SQL)]
+    assert again is not None
+    assert replayed <= again < replayed_since
+    assert missing == []  # no match: no row, the position all the same
+
+    # A Brand×Group that needs more than the last position known asks again first.
+    needed[0] = await change_and_replay(63)
+    latest, nike = await read(one_server, GET_ON_STANDBY_SQL, "Nike", "sneakers", None)
+    assert one_server.sent[3:] == [(0, POSITION_SQL), (0, GET_ON_STANDBY_SQL)]
+    assert latest is not None
+    assert latest >= needed[0]
+    assert [row["base_price"] for row in nike] == [Decimal("63.00")]
 
 
 @pytest.mark.parametrize("order", ["primary first", "standby first"])
@@ -209,10 +233,12 @@ async def test_a_position_and_a_read_answered_by_two_servers_are_never_cached(
     await replayed_up_to_now(primary, on_standby)
     servers = (primary, on_standby) if order == "primary first" else (on_standby, primary)
     split = EachStatementElsewhere(*servers)
-    replayed, rows = await fetch_at_replay(split, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
-    assert [server for server, _ in split.sent] == [0, 1]
-    assert replayed == POSITION_UNKNOWN
-    assert len(rows) == 1
+    read = ReplayPositions().reader(lambda position: True)
+    for _ in range(2):  # asked first, then known from the read before
+        replayed, rows = await read(split, GET_ON_STANDBY_SQL, "Levi's", "jeans", None)
+        assert replayed == POSITION_UNKNOWN
+        assert len(rows) == 1
+    assert [server for server, _ in split.sent] == [0, 1, 0]
     cache = ReferenceCache(10, tracks_positions=True)
     cache.back(0, 0)  # listening, and nothing needed: any position would do
     key = ("Levi's", "jeans", None)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
@@ -38,19 +39,17 @@ from pricing_store.lookup.leases import DEFAULT_LEASE_SECONDS
 from pricing_store.lookup.lifecycle import CallsUnderWay, State, result_of
 from pricing_store.lookup.listener import DEFAULT_LISTEN_TIMEOUT, ChangeListener
 from pricing_store.lookup.prerequisites import require_schema
-from pricing_store.lookup.queries import (
-    GET_MANY_ON_STANDBY_SQL,
-    GET_MANY_SQL,
-    GET_ON_STANDBY_SQL,
-    GET_SQL,
-    fetch_at_replay,
-    prepared_for_lookups,
-)
+from pricing_store.lookup.queries import GET_MANY_SQL, GET_SQL, prepared_for_lookups
 from pricing_store.lookup.reference import (
     PriceReference,
     key_of,
     list_parser,
     reference_from_row,
+)
+from pricing_store.lookup.replay import (
+    GET_MANY_ON_STANDBY_SQL,
+    GET_ON_STANDBY_SQL,
+    ReplayPositions,
 )
 from pricing_store.lookup.stats import LookupStats
 from pricing_store.lookup.telemetry import telemetry
@@ -150,6 +149,7 @@ class PricingLookup:
         # With listen_to, reads may go to a standby (a value is cached only once it has
         # replayed enough), and writes go to listen_to's server, the primary.
         self._tracks_replay = listen_to is not None
+        self._positions = ReplayPositions()
         self._cache = (
             ReferenceCache(cache_size, key_of, tracks_positions=self._tracks_replay)
             if cache_size
@@ -313,8 +313,8 @@ class PricingLookup:
     async def get(self, brand: str, group: str, model: str | None = None) -> PriceReference | None:
         """Return the reference for a Brand×Group (and model); None for an unknown Brand×Group.
 
-        One round trip, or none on a cache hit; two with a cache and `listen_to` (the first
-        asks how far a standby has replayed). Keys are trimmed and NFC-normalised.
+        One round trip, or none on a cache hit (reading a standby, sometimes a second: see
+        `replay`). Keys are trimmed and NFC-normalised.
 
         Raises:
             InvalidValueError: if a key is not a valid key.
@@ -361,7 +361,8 @@ class PricingLookup:
             # Perhaps a standby. A read begun while the cache is not in use is never stored
             # (coming back changes every token), so it needs no position.
             if cache is not None and cache.active and self._tracks_replay:
-                replayed, rows = await pool.run(fetch_at_replay, GET_ON_STANDBY_SQL, *key)
+                on_standby = self._positions.reader(partial(cache.replayed_enough, key))
+                replayed, rows = await pool.run(on_standby, GET_ON_STANDBY_SQL, *key)
                 row = rows[0] if rows else None
             else:
                 row = await pool.fetchrow(GET_SQL, *key)
@@ -457,8 +458,6 @@ class PricingLookup:
     ) -> dict[Any, PriceReference | None]:
         """Return a reference (or None) for every key, in one round trip for all misses.
 
-        With a cache and `listen_to`, a second comes first: how far a standby has replayed.
-
         Each key is `(brand, group)` or `(brand, group, model_or_None)`; the result is keyed by
         the tuples exactly as passed.
 
@@ -503,8 +502,11 @@ class PricingLookup:
         pool = self._pool
         replayed = None
         if cache is not None and cache.active and self._tracks_replay:  # perhaps a standby
+            on_standby = self._positions.reader(
+                lambda position: all(cache.replayed_enough(key, position) for key in distinct)
+            )
             replayed, rows = await pool.run(
-                fetch_at_replay, GET_MANY_ON_STANDBY_SQL, brands, groups, models
+                on_standby, GET_MANY_ON_STANDBY_SQL, brands, groups, models
             )
         else:
             rows = await pool.fetch(GET_MANY_SQL, brands, groups, models)

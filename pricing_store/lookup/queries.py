@@ -83,48 +83,6 @@ GET_MANY_SQL = f"""
     JOIN {BRAND_GROUPS.fullname} AS bg ON {same_key(GROUP_KEY, columns_of("k"), "bg")}
     LEFT JOIN {MODELS.fullname} AS m ON {same_key(MODEL_KEY, columns_of("k"), "m")}
 """
-# Which server answers: a proxy in front may send two statements of one client to two
-# servers (PgBouncer rotating hosts, a load balancer). Its address, and its start time for
-# servers behind one address.
-SERVER = """format('%s:%s@%s', inet_server_addr(), inet_server_port(),
-                  extract(epoch FROM pg_postmaster_start_time()))"""
-# How far the server has replayed: NULL unless it is a standby now (a primary that went
-# through recovery or promotion keeps its last replay position, frozen).
-POSITION_SQL = f"""
-    SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() END AS replayed,
-           {SERVER} AS server
-"""
-# A read that names its server, in a row even for no match (its model_found NULL).
-GET_ON_STANDBY_SQL = f"""
-    SELECT found.*, here.server
-    FROM (SELECT {SERVER} AS server) AS here
-    LEFT JOIN LATERAL ({GET_SQL}) AS found ON true
-"""
-GET_MANY_ON_STANDBY_SQL = f"""
-    SELECT found.*, here.server
-    FROM (SELECT {SERVER} AS server) AS here
-    LEFT JOIN LATERAL ({GET_MANY_SQL}) AS found ON true
-"""
-# What a read whose position is not known reports: less than any position, so it is never
-# replayed enough to be cached.
-POSITION_UNKNOWN = -1
-
-
-async def fetch_at_replay(connection: Any, sql: str, *arguments: Any) -> tuple[int | None, Any]:
-    """How far the server had replayed before the read (None: no standby), and its rows.
-
-    `sql` is one of the `..._ON_STANDBY_SQL`. The position is asked first, in a statement
-    of its own: the read's snapshot is taken after the answer, so what it returns is at
-    least as new as that position. (In the read's own statement, it would come after the
-    snapshot, and a change replayed in between would make an old row look new.) If a proxy
-    sent the two statements to two servers, the position is POSITION_UNKNOWN.
-    """
-    position = await connection.fetchrow(POSITION_SQL)
-    rows = await connection.fetch(sql, *arguments)
-    replayed = position["replayed"] if position["server"] == rows[0]["server"] else POSITION_UNKNOWN
-    return replayed, [row for row in rows if row["model_found"] is not None]  # not "no match"
-
-
 # Named, so operators can tell the lookup's connections apart in pg_stat_activity (unless
 # the engine names its own). The lookups are key equalities: one generic plan serves every
 # key, and planning afresh for each call (custom plans) costs more than running the query.
