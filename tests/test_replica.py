@@ -225,6 +225,12 @@ async def test_a_standby_read_knows_how_far_it_replayed_before_it_took_its_snaps
     assert latest >= needed[0]
     assert [row["base_price"] for row in nike] == [Decimal("63.00")]
 
+    # A Brand×Group no position can place yet (its change's position is still on its way
+    # from the primary) is not cached whatever the standby says: nothing is asked.
+    unplaced = positions.reader(lambda position: False)
+    await unplaced(one_server, GET_ON_STANDBY_SQL, "Nike", "sneakers", None)
+    assert one_server.sent[5:] == [(0, GET_ON_STANDBY_SQL)]
+
 
 @pytest.mark.parametrize("order", ["primary first", "standby first"])
 async def test_a_position_and_a_read_answered_by_two_servers_are_never_cached(

@@ -1,7 +1,8 @@
 """PricingLookup: the read path of the pricing algorithm, one round trip per item or batch.
 
 It reads with asyncpg directly, on connections of its own opened from the engine's URL
-(pass a replica's engine to read from a replica), and can keep a cache from which every
+(pass a replica's engine to read from a replica: now and then a second round trip asks how
+far it has replayed, see `replay`), and can keep a cache from which every
 committed change, from any client, evicts what it changed as it is heard (see `cache` for
 the rules, `listener` for the task that hears). `get_or_generate` stores what a generator
 makes for a missing key (see `generation`).
@@ -457,6 +458,8 @@ class PricingLookup:
         self, keys: Iterable[tuple[str, str] | tuple[str, str, str | None]]
     ) -> dict[Any, PriceReference | None]:
         """Return a reference (or None) for every key, in one round trip for all misses.
+
+        Reading a standby, now and then two (see `replay`).
 
         Each key is `(brand, group)` or `(brand, group, model_or_None)`; the result is keyed by
         the tuples exactly as passed.

@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from pricing_store.db import log_statement
 from pricing_store.lookup.queries import GET_MANY_SQL, GET_SQL
 
-# Its address, and its start time for servers behind one address.
-SERVER = """format('%s:%s@%s', inet_server_addr(), inet_server_port(),
+# Its address (none on a Unix socket) and port, and its start time for servers behind one.
+SERVER = """format('%s:%s:%s@%s', inet_server_addr(), inet_server_port(), current_setting('port'),
                   extract(epoch FROM pg_postmaster_start_time()))"""
 # NULL unless the server is a standby now (a primary that went through recovery or
 # promotion keeps its last replay position, frozen).
@@ -41,6 +42,9 @@ GET_MANY_ON_STANDBY_SQL = f"""
 """
 # What a read reports whose position is not known: less than any, so never enough.
 POSITION_UNKNOWN = -1
+# More than any position: if even this is not enough (a change whose position the primary
+# has not told yet), asking the standby cannot help.
+POSITION_MAX = 2**64
 
 Position = tuple[str, int | None]  # the server, and how far it had replayed (None: primary)
 Read = Callable[..., Awaitable[tuple[int | None, list[Any]]]]
@@ -62,13 +66,16 @@ class ReplayPositions:
 
         async def read(connection: Any, sql: str, *arguments: Any) -> tuple[int | None, list[Any]]:
             before = self._last.get(connection)
-            if before is None or not enough(before[1]):
+            if before is None or (not enough(before[1]) and enough(POSITION_MAX)):
+                log_statement(POSITION_SQL)
                 asked = await connection.fetchrow(POSITION_SQL)
                 before = asked["server"], asked["replayed"]
             rows = await connection.fetch(sql, *arguments)
-            server = rows[0]["server"]
-            self._last[connection] = server, rows[0]["replayed"]
-            replayed = before[1] if before[0] == server else POSITION_UNKNOWN
+            server, at_end = rows[0]["server"], rows[0]["replayed"]
+            self._last[connection] = server, at_end
+            # A primary does not turn into a standby without a restart (a new start time).
+            same = before[0] == server and (before[1] is not None or at_end is None)
+            replayed = before[1] if same else POSITION_UNKNOWN
             return replayed, [row for row in rows if row["model_found"] is not None]
 
         return read
