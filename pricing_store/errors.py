@@ -201,9 +201,12 @@ def translated(method: Method) -> Method:
 
 def package_error(error: BaseException, where: str) -> PricingStoreError:
     """Its translation, or a PricingStoreError naming `where` with the driver's message."""
-    return translate(error, where) or PricingStoreError(
-        f"{where}: {first_line(driver_error_of(error))}"
-    )
+    return translate(error, where) or refused(error, where)
+
+
+def refused(error: BaseException, where: str) -> PricingStoreError:
+    """A plain PricingStoreError naming `where`, with the driver's message."""
+    return PricingStoreError(f"{where}: {first_line(driver_error_of(error))}")
 
 
 def raise_translated(error: Exception, where: str) -> NoReturn:
@@ -217,7 +220,7 @@ def raise_translated(error: Exception, where: str) -> NoReturn:
         raise error
     translation = translate(error, where)
     if translation is None and isinstance(driver_error_of(error), asyncpg.PostgresError):
-        translation = package_error(error, where)
+        translation = refused(error, where)
     if translation is None:
         raise error
     raise translation from error

@@ -35,9 +35,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 Connect = Callable[[], Awaitable[Any]]
-# A connection's method by name ("fetch", "fetchrow"), or a function of the connection that
-# runs statements on it one after another.
-Read = str | Callable[..., Awaitable[Any]]
+# What runs on a connection: `read(connection, sql, *arguments)`, as asyncpg's own methods
+# taken from the class are called.
+Read = Callable[..., Awaitable[Any]]
 # Seconds a read waits for a free connection, as SQLAlchemy's pool_timeout by default.
 DEFAULT_TIMEOUT = 30.0
 # Seconds a connection is given to close politely before it is cut (the server may be gone):
@@ -80,14 +80,14 @@ class DriverPool:
 
     async def fetch(self, sql: str, *arguments: Any) -> Sequence[Any]:
         """Run a read and return its rows; retried once on a fresh connection if it was lost."""
-        rows: Sequence[Any] = await self._read("fetch", sql, arguments)
+        rows: Sequence[Any] = await self._read(asyncpg.Connection.fetch, sql, arguments)
         return rows
 
     async def fetchrow(self, sql: str, *arguments: Any) -> Any:
         """Run a read and return its first row, or None; the server stops at that row."""
-        return await self._read("fetchrow", sql, arguments)
+        return await self._read(asyncpg.Connection.fetchrow, sql, arguments)
 
-    async def run(self, read: Callable[..., Awaitable[Any]], sql: str, *arguments: Any) -> Any:
+    async def run(self, read: Read, sql: str, *arguments: Any) -> Any:
         """`read(connection, sql, *arguments)` on one connection, retried as a read is."""
         return await self._read(read, sql, arguments)
 
@@ -153,10 +153,7 @@ class DriverPool:
         self._in_use.add(connection)
         log_statement(sql, arguments)
         try:
-            if isinstance(method, str):
-                result = await getattr(connection, method)(sql, *arguments)
-            else:
-                result = await method(connection, sql, *arguments)
+            result = await method(connection, sql, *arguments)
         except asyncpg.PostgresError as error:
             # The server refused the statement; the connection itself is fine, unless the
             # error says it is going away.
